@@ -1,0 +1,152 @@
+"""The one place where SoftPool becomes a ``torch.library`` custom op.
+
+Four ops live in the ``softpool3d`` namespace:
+
+- ``soft_pool(x, kernel_size, stride, padding, ceil_mode)`` and
+  ``adaptive_soft_pool(x, output_size)``, differentiable;
+- their ``*_backward`` ops, which recompute the weights from the saved input
+  and output (nothing else is saved).
+
+Each op picks its implementation at run time with ``backend_for`` and has a
+fake implementation, so ``torch.compile(fullgraph=True)`` traces it without a
+graph break and ``torch.library.opcheck`` passes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from . import cpu, reference
+from ._geometry import (
+    FLOAT_DTYPES,
+    Windows,
+    adaptive_windows,
+    flat_windows,
+    output_memory_format,
+    pool_output_size,
+    pool_windows,
+)
+
+BACKENDS = ("auto", "cpp", "reference")
+
+
+def backend_for(x: Tensor) -> str:
+    """Name the implementation that serves ``x``: ``"cpp"`` or ``"reference"``.
+
+    ``SOFTPOOL3D_BACKEND`` (``auto``, ``cpp`` or ``reference``) overrides the choice.
+    """
+    choice = os.environ.get("SOFTPOOL3D_BACKEND", "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"SOFTPOOL3D_BACKEND={choice!r} is not one of {', '.join(BACKENDS)}")
+    if choice == "reference":
+        return "reference"
+    cpp_ok = x.device.type == "cpu" and x.dtype in FLOAT_DTYPES
+    if choice == "cpp":
+        if not cpp_ok:
+            raise ValueError(f"SOFTPOOL3D_BACKEND=cpp cannot serve a {x.dtype} tensor on {x.device}")
+        if not cpu.load():
+            raise RuntimeError("SOFTPOOL3D_BACKEND=cpp but the C++ CPU kernel could not be built")
+        return "cpp"
+    return "cpp" if cpp_ok and cpu.load() else "reference"
+
+
+def _forward(x: Tensor, windows: Windows) -> Tensor:
+    if backend_for(x) == "cpp":
+        return cpu.forward(x, flat_windows(windows))
+    return reference.forward(x, windows)
+
+
+def _backward(grad: Tensor, x: Tensor, y: Tensor, windows: Windows) -> Tensor:
+    if backend_for(x) == "cpp":
+        return cpu.backward(grad, x, y, flat_windows(windows))
+    return reference.backward(grad, x, y, windows)
+
+
+def _empty_output(x: Tensor, spatial_out) -> Tensor:
+    shape = (*x.shape[:2], *spatial_out)
+    return x.new_empty(shape).contiguous(memory_format=output_memory_format(x))
+
+
+def _empty_like_input(x: Tensor) -> Tensor:
+    return torch.empty_like(x, memory_format=output_memory_format(x))
+
+
+# ---------------------------------------------------------------- regular windows
+
+
+@torch.library.custom_op("softpool3d::soft_pool", mutates_args=())
+def soft_pool(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int], ceil_mode: bool) -> Tensor:
+    return _forward(x, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
+
+
+@soft_pool.register_fake
+def _(x, kernel_size, stride, padding, ceil_mode):
+    sizes = zip(x.shape[2:], kernel_size, stride, padding)
+    return _empty_output(x, [pool_output_size(n, k, s, p, ceil_mode) for n, k, s, p in sizes])
+
+
+@torch.library.custom_op("softpool3d::soft_pool_backward", mutates_args=())
+def soft_pool_backward(
+    grad: Tensor, x: Tensor, y: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
+    ceil_mode: bool,
+) -> Tensor:
+    return _backward(grad, x, y, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
+
+
+@soft_pool_backward.register_fake
+def _(grad, x, y, kernel_size, stride, padding, ceil_mode):
+    return _empty_like_input(x)
+
+
+def _setup_pool(ctx, inputs, output):
+    x, kernel_size, stride, padding, ceil_mode = inputs
+    ctx.save_for_backward(x, output)
+    ctx.geometry = (kernel_size, stride, padding, ceil_mode)
+
+
+def _pool_grad(ctx, grad):
+    x, y = ctx.saved_tensors
+    return soft_pool_backward(grad, x, y, *ctx.geometry), None, None, None, None
+
+
+soft_pool.register_autograd(_pool_grad, setup_context=_setup_pool)
+
+
+# ---------------------------------------------------------------- adaptive windows
+
+
+@torch.library.custom_op("softpool3d::adaptive_soft_pool", mutates_args=())
+def adaptive_soft_pool(x: Tensor, output_size: list[int]) -> Tensor:
+    return _forward(x, adaptive_windows(x.shape[2:], output_size))
+
+
+@adaptive_soft_pool.register_fake
+def _(x, output_size):
+    return _empty_output(x, output_size)
+
+
+@torch.library.custom_op("softpool3d::adaptive_soft_pool_backward", mutates_args=())
+def adaptive_soft_pool_backward(grad: Tensor, x: Tensor, y: Tensor, output_size: list[int]) -> Tensor:
+    return _backward(grad, x, y, adaptive_windows(x.shape[2:], output_size))
+
+
+@adaptive_soft_pool_backward.register_fake
+def _(grad, x, y, output_size):
+    return _empty_like_input(x)
+
+
+def _setup_adaptive(ctx, inputs, output):
+    x, output_size = inputs
+    ctx.save_for_backward(x, output)
+    ctx.output_size = output_size
+
+
+def _adaptive_grad(ctx, grad):
+    x, y = ctx.saved_tensors
+    return adaptive_soft_pool_backward(grad, x, y, ctx.output_size), None
+
+
+adaptive_soft_pool.register_autograd(_adaptive_grad, setup_context=_setup_adaptive)

@@ -1,0 +1,95 @@
+"""Builds and loads the C++ CPU kernel (``csrc/soft_pool_cpu.cpp``).
+
+The kernel is compiled with ``torch.utils.cpp_extension`` and ninja on first use
+and cached (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
+``make install`` builds it ahead of time. The build targets the CPU's vector
+capability as PyTorch detects it (AVX-512, AVX2 or portable C++). Without a
+working compiler the op falls back to the PyTorch reference with one warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "soft_pool_cpu.cpp"
+
+# PyTorch's name for the capability -> compiler flags for ATen's vector headers.
+_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "DEFAULT": ["-DCPU_CAPABILITY=DEFAULT"],
+}
+
+
+def capability() -> str:
+    """The vector capability the kernel is built for: ``"AVX512"``, ``"AVX2"`` or ``"DEFAULT"``."""
+    cap = torch.backends.cpu.get_cpu_capability().upper()
+    if cap.startswith("AVX512"):
+        return "AVX512"
+    return cap if cap in _CAPABILITY_FLAGS else "DEFAULT"
+
+
+def _ensure_ninja_on_path() -> None:
+    # pip's ninja lives in the venv's bin folder, which is not on PATH unless the venv is activated.
+    if shutil.which("ninja"):
+        return
+    candidates = [Path(sys.executable).parent]
+    try:
+        import ninja  # noqa: PLC0415
+
+        candidates.insert(0, Path(ninja.BIN_DIR))
+    except ImportError:
+        pass
+    for folder in candidates:
+        if (folder / "ninja").exists():
+            os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+            return
+
+
+@functools.cache
+def load(verbose: bool = False) -> bool:
+    """Compile (or reuse the cached build of) the kernel; True when ``torch.ops.softpool3d_cpu`` is ready."""
+    from torch.utils import cpp_extension  # noqa: PLC0415
+
+    cap = capability()
+    _ensure_ninja_on_path()
+    try:
+        cpp_extension.load(
+            name=f"softpool3d_cpu_{cap.lower()}",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", *_CAPABILITY_FLAGS[cap]],
+            is_python_module=False,
+            verbose=verbose,
+        )
+    except Exception as error:  # noqa: BLE001 - any build failure means: use the reference
+        warnings.warn(
+            f"softpool3d: the C++ CPU kernel could not be built ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[-1] if str(error).strip() else error}); "
+            "falling back to the slower PyTorch reference.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+def forward(x: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
+    return torch.ops.softpool3d_cpu.forward(x, flat_windows)
+
+
+def backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
+    return torch.ops.softpool3d_cpu.backward(grad, x, y, flat_windows)
+
+
+if __name__ == "__main__":
+    ok = load(verbose="-v" in sys.argv)
+    print(f"softpool3d C++ CPU kernel ({capability()}): {'ready' if ok else 'NOT available'}")
+    sys.exit(0 if ok else 1)

@@ -1,0 +1,726 @@
+// SoftPool on the CPU: fused forward and backward for 1D/2D/3D and adaptive windows.
+//
+// The Python side describes the windows (see _geometry.flat_windows): for each of
+// three axes (depth, height, width; 1D/2D inputs get leading axes of length 1) the
+// input length L, the output length O, the regular rule (kernel, stride, padding;
+// kernel 0 for adaptive windows), then O window starts and O window ends, already
+// clipped to [0, L). Padding is therefore excluded from every window.
+//
+// Per window:  m = max x,  w_i = exp(x_i - m) / sum_j exp(x_j - m),  y = sum_i w_i x_i
+//              dL/dx_i = sum over windows containing i of g * w_i * (1 + x_i - y)
+//
+// Contiguous (N, C, D, H, W) input: one plane (n, c) at a time. The plane shares one
+// reference max M, so exp(x - M) is computed once per element per pass, vectorised
+// along W; the window sums are then separable: along W per row, then across rows.
+// A window whose sum S = sum exp(x - M) underflows (its own max is far below M) or
+// whose result is not finite is recomputed exactly with its own max, so the result
+// equals the per-window formula for any input. Backward uses the gather form
+//   dx_i = e_i * sum_w (g_w / S_w) * (1 + (x_i - M) - (y_w - M)),  e_i = exp(x_i - M)
+// where the sums over windows containing i are again separable. No atomics.
+//
+// channels_last input: vectorised across C with each window's own max.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace softpool3d {
+namespace {
+
+using at::vec::Vectorized;
+
+template <typename scalar_t>
+using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+
+// Smallest window sum S = sum exp(x - M) that the shared-max path trusts. Above it
+// every term that matters is a normal number; below it the window is recomputed.
+template <typename acc_t>
+constexpr acc_t kMinSum = std::is_same_v<acc_t, double> ? acc_t(1e-200) : acc_t(1e-15);
+
+// ---------------------------------------------------------------- geometry
+
+struct Axis {
+  int64_t in = 1, out = 1;
+  int64_t kernel = 0, stride = 0, padding = 0;  // kernel 0: irregular (adaptive) windows
+  std::vector<int64_t> start, end;   // output o reads input [start[o], end[o])
+  std::vector<int64_t> first, last;  // input i is read by outputs [first[i], last[i])
+
+  // Rows along this axis are stored zero-padded for regular windows, so that window o
+  // covers padded positions [o * stride, o * stride + kernel) with no clipping.
+  bool regular() const { return kernel > 0; }
+  int64_t row_offset() const { return regular() ? padding : 0; }
+  int64_t row_len() const { return regular() ? std::max(in + padding, (out - 1) * stride + kernel) : in; }
+};
+
+struct Geometry {
+  Axis ax[3];  // depth, height, width
+  int64_t in_numel() const { return ax[0].in * ax[1].in * ax[2].in; }
+  int64_t out_numel() const { return ax[0].out * ax[1].out * ax[2].out; }
+};
+
+Geometry parse_windows(at::IntArrayRef flat) {
+  Geometry g;
+  size_t pos = 0;
+  for (int a = 0; a < 3; ++a) {
+    TORCH_CHECK(pos + 5 <= flat.size(), "softpool3d: malformed window table");
+    Axis& ax = g.ax[a];
+    ax.in = flat[pos];
+    ax.out = flat[pos + 1];
+    ax.kernel = flat[pos + 2];
+    ax.stride = flat[pos + 3];
+    ax.padding = flat[pos + 4];
+    pos += 5;
+    TORCH_CHECK(ax.in >= 1 && ax.out >= 1 && pos + 2 * static_cast<size_t>(ax.out) <= flat.size(),
+                "softpool3d: malformed window table");
+    ax.start.assign(flat.begin() + pos, flat.begin() + pos + ax.out);
+    pos += ax.out;
+    ax.end.assign(flat.begin() + pos, flat.begin() + pos + ax.out);
+    pos += ax.out;
+    ax.first.assign(ax.in, ax.out);
+    ax.last.assign(ax.in, 0);
+    for (int64_t o = 0; o < ax.out; ++o) {
+      TORCH_CHECK(0 <= ax.start[o] && ax.start[o] < ax.end[o] && ax.end[o] <= ax.in,
+                  "softpool3d: empty or out-of-range window");
+      TORCH_CHECK(o == 0 || (ax.start[o] >= ax.start[o - 1] && ax.end[o] >= ax.end[o - 1]),
+                  "softpool3d: windows must be monotone");
+      if (ax.regular()) {
+        const int64_t lo = o * ax.stride - ax.padding;
+        TORCH_CHECK(ax.stride > 0 && ax.padding >= 0 && ax.start[o] == std::max<int64_t>(lo, 0) &&
+                        ax.end[o] == std::min(lo + ax.kernel, ax.in),
+                    "softpool3d: window table does not match its kernel, stride and padding");
+      }
+      for (int64_t i = ax.start[o]; i < ax.end[o]; ++i) {
+        ax.first[i] = std::min(ax.first[i], o);
+        ax.last[i] = std::max(ax.last[i], o + 1);
+      }
+    }
+    for (int64_t i = 0; i < ax.in; ++i) {
+      if (ax.first[i] >= ax.last[i]) ax.first[i] = ax.last[i] = 0;  // read by no window
+    }
+  }
+  TORCH_CHECK(pos == flat.size(), "softpool3d: malformed window table");
+  return g;
+}
+
+struct Window {
+  int64_t d0, d1, h0, h1, w0, w1;
+};
+
+inline Window window_at(const Geometry& g, int64_t od, int64_t oh, int64_t ow) {
+  return {g.ax[0].start[od], g.ax[0].end[od], g.ax[1].start[oh],
+          g.ax[1].end[oh],   g.ax[2].start[ow], g.ax[2].end[ow]};
+}
+
+// Strides (in elements) of one plane or one channel: depth, height, width.
+struct Strides {
+  int64_t d, h, w;
+};
+
+// ---------------------------------------------------------------- exact windows
+
+// The reference formula for one window, in double, with each window's own max.
+// It handles every non-finite case; the fast paths fall back to it.
+template <typename T>
+double exact_forward(const T* x, Strides s, const Window& win) {
+  double m = -std::numeric_limits<double>::infinity();
+  bool nan = false;
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) {
+        const double v = static_cast<double>(x[d * s.d + h * s.h + w * s.w]);
+        if (std::isnan(v)) nan = true;
+        else if (v > m) m = v;
+      }
+  if (nan) return std::numeric_limits<double>::quiet_NaN();
+  if (!std::isfinite(m)) return m;  // +inf wins; all -inf stays -inf
+  double sum = 0, weighted = 0;
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) {
+        const double v = static_cast<double>(x[d * s.d + h * s.h + w * s.w]);
+        const double e = std::exp(v - m);
+        if (e == 0) continue;
+        sum += e;
+        weighted += e * (v - m);
+      }
+  return m + weighted / sum;
+}
+
+// Adds one window's exact gradient contributions into dx (same strides as x).
+template <typename T, typename acc_t>
+void exact_backward(const T* x, acc_t* dx, Strides s, const Window& win, double g, double y) {
+  double m = -std::numeric_limits<double>::infinity();
+  bool nan = false;
+  int64_t n_inf = 0;
+  double sum = 0;
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) {
+        const double v = static_cast<double>(x[d * s.d + h * s.h + w * s.w]);
+        if (std::isnan(v)) nan = true;
+        else if (v > m) m = v;
+        if (v == std::numeric_limits<double>::infinity()) ++n_inf;
+      }
+  if (!nan && std::isfinite(m)) {
+    for (int64_t d = win.d0; d < win.d1; ++d)
+      for (int64_t h = win.h0; h < win.h1; ++h)
+        for (int64_t w = win.w0; w < win.w1; ++w)
+          sum += std::exp(static_cast<double>(x[d * s.d + h * s.h + w * s.w]) - m);
+  }
+  if (!nan && m == -std::numeric_limits<double>::infinity()) return;  // all -inf: no gradient
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) {
+        const int64_t i = d * s.d + h * s.h + w * s.w;
+        const double v = static_cast<double>(x[i]);
+        double contrib;
+        if (nan) {
+          contrib = std::numeric_limits<double>::quiet_NaN();
+        } else if (n_inf > 0) {
+          contrib = std::isinf(v) && v > 0 ? g / static_cast<double>(n_inf) : 0.0;
+        } else {
+          const double e = std::exp(v - m);
+          if (e == 0) continue;
+          contrib = g * (e / sum) * (1.0 + (v - m) - (y - m));
+        }
+        dx[i] += static_cast<acc_t>(contrib);
+      }
+}
+
+// ---------------------------------------------------------------- vector helpers
+
+template <typename acc_t>
+inline acc_t max_nan(acc_t a, acc_t b) {
+  return (std::isnan(a) || std::isnan(b)) ? std::numeric_limits<acc_t>::quiet_NaN() : (a > b ? a : b);
+}
+
+// Max of n values; NaN if any is NaN.
+template <typename acc_t>
+acc_t vector_max(const acc_t* x, int64_t n) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  Vec vmax(-std::numeric_limits<acc_t>::infinity());
+  int64_t i = 0;
+  for (; i + V <= n; i += V) vmax = at::vec::maximum(vmax, Vec::loadu(x + i));
+  alignas(64) acc_t lanes[V];
+  vmax.store(lanes);
+  acc_t m = -std::numeric_limits<acc_t>::infinity();
+  for (int64_t l = 0; l < V; ++l) m = max_nan(m, lanes[l]);
+  for (; i < n; ++i) m = max_nan(m, x[i]);
+  return m;
+}
+
+// e[i] = exp(x[i] - M) and, if ex is given, ex[i] = e[i] * x[i].
+template <typename acc_t>
+void exp_shifted(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* ex) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec vM(M);
+  int64_t i = 0;
+  for (; i + V <= n; i += V) {
+    const Vec xv = Vec::loadu(x + i);
+    const Vec ev = (xv - vM).exp();
+    ev.store(e + i);
+    if (ex) (ev * xv).store(ex + i);
+  }
+  if (i < n) {
+    const int64_t r = n - i;
+    const Vec xv = Vec::loadu(x + i, r);
+    const Vec ev = (xv - vM).exp();
+    ev.store(e + i, r);
+    if (ex) (ev * xv).store(ex + i, r);
+  }
+}
+
+template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
+inline Vectorized<acc_t> load_acc(const scalar_t* p, int64_t count) {
+  using Vec = Vectorized<acc_t>;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return count == Vec::size() ? Vec::loadu(p) : Vec::loadu(p, count);
+  } else {
+    alignas(64) acc_t buf[Vec::size()] = {};
+    for (int64_t l = 0; l < count; ++l) buf[l] = static_cast<acc_t>(p[l]);
+    return Vec::loadu(buf);
+  }
+}
+
+template <typename acc_t>
+inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
+  if (count == Vectorized<acc_t>::size()) v.store(p);
+  else v.store(p, count);
+}
+
+// ---------------------------------------------------------------- contiguous planes
+
+template <typename acc_t>
+struct PlaneScratch {
+  std::vector<acc_t> xbuf;          // the plane in acc_t (reduced-precision inputs only)
+  std::vector<acc_t> e, ex;         // one row of exp(x - M) and exp(x - M) * x; whole plane for backward
+  std::vector<acc_t> row_sum, row_wsum;  // per input row, sums along W for each output column
+  std::vector<acc_t> col_sum, col_wsum;  // one output row, sums over the window's rows
+  std::vector<acc_t> coef_a, coef_b;     // backward: per window g/S and g/S * (y - M)
+  std::vector<acc_t> gather_a, gather_b; // backward: one row of gathered coefficients
+  std::vector<int64_t> slow;             // backward: windows to redo exactly
+};
+
+template <typename scalar_t, typename acc_t>
+const acc_t* plane_as_acc(const scalar_t* xp, int64_t n, std::vector<acc_t>& buf) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return xp;
+  } else {
+    buf.resize(n);
+    for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<acc_t>(xp[i]);
+    return buf.data();
+  }
+}
+
+template <typename acc_t>
+inline void add_into(acc_t* __restrict dst, const acc_t* __restrict src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+// dst[o] = sum of the padded row src over window o (stride S known at compile time when > 0).
+template <int S, typename acc_t>
+inline void regular_sums(const acc_t* __restrict src, int64_t n_out, int64_t kernel, int64_t stride,
+                         acc_t* __restrict dst) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t o = 0; o < n_out; ++o) dst[o] = src[o * s];
+  for (int64_t j = 1; j < kernel; ++j)
+    for (int64_t o = 0; o < n_out; ++o) dst[o] += src[o * s + j];
+}
+
+// The transpose: the padded row dst (zeroed) receives src[o] at every position of window o.
+template <int S, typename acc_t>
+inline void regular_spread(const acc_t* __restrict src, int64_t n_out, int64_t kernel, int64_t stride,
+                           acc_t* __restrict dst) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t j = 0; j < kernel; ++j)
+    for (int64_t o = 0; o < n_out; ++o) dst[o * s + j] += src[o];
+}
+
+// Window sums along one axis of one row: out[o] = sum of row over window o.
+// row has a.row_len() entries (zero-padded for regular windows).
+template <typename acc_t>
+void row_window_sums(const Axis& a, const acc_t* row, acc_t* out) {
+  if (a.regular()) {
+    if (a.stride == 1) regular_sums<1>(row, a.out, a.kernel, 1, out);
+    else if (a.stride == 2) regular_sums<2>(row, a.out, a.kernel, 2, out);
+    else regular_sums<0>(row, a.out, a.kernel, a.stride, out);
+    return;
+  }
+  for (int64_t o = 0; o < a.out; ++o) {
+    acc_t sum = 0;
+    for (int64_t i = a.start[o]; i < a.end[o]; ++i) sum += row[i];
+    out[o] = sum;
+  }
+}
+
+// The transpose of row_window_sums: row[i] = sum of per_window over the windows containing i.
+// row has a.row_len() entries; every entry is overwritten.
+template <typename acc_t>
+void row_window_spread(const Axis& a, const acc_t* per_window, acc_t* row) {
+  if (a.regular()) {
+    std::fill(row, row + a.row_len(), acc_t(0));
+    if (a.stride == 1) regular_spread<1>(per_window, a.out, a.kernel, 1, row);
+    else if (a.stride == 2) regular_spread<2>(per_window, a.out, a.kernel, 2, row);
+    else regular_spread<0>(per_window, a.out, a.kernel, a.stride, row);
+    return;
+  }
+  for (int64_t i = 0; i < a.in; ++i) {
+    acc_t sum = 0;
+    for (int64_t o = a.first[i]; o < a.last[i]; ++o) sum += per_window[o];
+    row[i] = sum;
+  }
+}
+
+// Sums of the rows [d0,d1) x [h0,h1) of a (D*H, oW) array into dst (oW).
+template <typename acc_t>
+inline void sum_rows(const acc_t* rows, int64_t H, int64_t oW, const Window& win, acc_t* dst) {
+  std::fill(dst, dst + oW, acc_t(0));
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h) add_into(dst, rows + (d * H + h) * oW, oW);
+}
+
+template <typename scalar_t>
+void forward_contiguous(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, const Geometry& g) {
+  using acc_t = acc_type<scalar_t>;
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t H = ah.in, W = aw.in, oW = aw.out;
+  const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
+  const Strides strides{H * W, W, 1};
+
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    PlaneScratch<acc_t> s;
+    const int64_t RW = aw.row_len(), off = aw.row_offset();
+    s.e.assign(RW, acc_t(0));  // zero padding stays zero: only [off, off + W) is written
+    s.ex.assign(RW, acc_t(0));
+    s.row_sum.resize(ad.in * H * oW);
+    s.row_wsum.resize(ad.in * H * oW);
+    s.col_sum.resize(oW);
+    s.col_wsum.resize(oW);
+    for (int64_t p = begin; p < end; ++p) {
+      const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
+      acc_t* yp = y + p * out_numel;
+      const acc_t M = vector_max(xp, in_numel);
+      const bool shared = std::isfinite(M);
+      if (shared) {
+        for (int64_t r = 0; r < ad.in * H; ++r) {
+          exp_shifted(xp + r * W, W, M, s.e.data() + off, s.ex.data() + off);
+          row_window_sums(aw, s.e.data(), s.row_sum.data() + r * oW);
+          row_window_sums(aw, s.ex.data(), s.row_wsum.data() + r * oW);
+        }
+      }
+      for (int64_t od = 0; od < ad.out; ++od)
+        for (int64_t oh = 0; oh < ah.out; ++oh) {
+          acc_t* yrow = yp + (od * ah.out + oh) * oW;
+          const Window rows = window_at(g, od, oh, 0);
+          if (shared) {
+            sum_rows(s.row_sum.data(), H, oW, rows, s.col_sum.data());
+            sum_rows(s.row_wsum.data(), H, oW, rows, s.col_wsum.data());
+          }
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const acc_t S = shared ? s.col_sum[ow] : acc_t(0);
+            const acc_t T = shared ? s.col_wsum[ow] : acc_t(0);
+            if (S >= kMinSum<acc_t> && std::isfinite(T)) {
+              yrow[ow] = T / S;
+            } else {
+              yrow[ow] = static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, ow)));
+            }
+          }
+        }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t* y,
+                         acc_type<scalar_t>* dx, int64_t planes, const Geometry& g) {
+  using acc_t = acc_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t D = ad.in, H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
+  const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
+  const Strides strides{H * W, W, 1};
+
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    PlaneScratch<acc_t> s;
+    const int64_t RW = aw.row_len(), off = aw.row_offset();
+    s.e.assign(D * H * RW, acc_t(0));  // rows of exp(x - M), zero-padded like the windows
+    s.row_sum.resize(D * H * oW);
+    s.col_sum.resize(oW);
+    s.coef_a.resize(out_numel);
+    s.coef_b.resize(out_numel);
+    s.gather_a.resize(oW);
+    s.gather_b.resize(oW);
+    std::vector<acc_t> a_row(RW), b_row(RW);
+    for (int64_t p = begin; p < end; ++p) {
+      const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
+      const scalar_t* gp = grad + p * out_numel;
+      const scalar_t* yp = y + p * out_numel;
+      acc_t* dxp = dx + p * in_numel;
+      s.slow.clear();
+      const acc_t M = vector_max(xp, in_numel);
+      if (!std::isfinite(M)) {
+        std::fill(dxp, dxp + in_numel, acc_t(0));
+        for (int64_t o = 0; o < out_numel; ++o) s.slow.push_back(o);
+      } else {
+        // 1. e = exp(x - M) for the plane and the window sums S.
+        for (int64_t r = 0; r < D * H; ++r) {
+          exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, static_cast<acc_t*>(nullptr));
+          row_window_sums(aw, s.e.data() + r * RW, s.row_sum.data() + r * oW);
+        }
+        // 2. Per-window coefficients a = g / S and b = a * (y - M).
+        for (int64_t od = 0; od < ad.out; ++od)
+          for (int64_t oh = 0; oh < oH; ++oh) {
+            sum_rows(s.row_sum.data(), H, oW, window_at(g, od, oh, 0), s.col_sum.data());
+            const int64_t base = (od * oH + oh) * oW;
+            for (int64_t ow = 0; ow < oW; ++ow) {
+              const acc_t S = s.col_sum[ow];
+              const acc_t yv = static_cast<acc_t>(yp[base + ow]);
+              if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
+                const acc_t a = static_cast<acc_t>(gp[base + ow]) / S;
+                s.coef_a[base + ow] = a;
+                s.coef_b[base + ow] = a * (yv - M);
+              } else {
+                s.coef_a[base + ow] = s.coef_b[base + ow] = 0;
+                s.slow.push_back(base + ow);
+              }
+            }
+          }
+        // 3. Gather: dx_i = e_i * ((1 + x_i - M) * A_i - B_i), A and B summed over windows containing i.
+        //    Rows read by the same windows share A and B, so consecutive ones reuse them.
+        int64_t cached[4] = {-1, -1, -1, -1};
+        for (int64_t d = 0; d < D; ++d)
+          for (int64_t h = 0; h < H; ++h) {
+            const int64_t key[4] = {ad.first[d], ad.last[d], ah.first[h], ah.last[h]};
+            if (!std::equal(key, key + 4, cached)) {
+              std::copy(key, key + 4, cached);
+              acc_t* ga = s.gather_a.data();
+              acc_t* gb = s.gather_b.data();
+              std::fill(ga, ga + oW, acc_t(0));
+              std::fill(gb, gb + oW, acc_t(0));
+              for (int64_t od = key[0]; od < key[1]; ++od)
+                for (int64_t oh = key[2]; oh < key[3]; ++oh) {
+                  add_into(ga, s.coef_a.data() + (od * oH + oh) * oW, oW);
+                  add_into(gb, s.coef_b.data() + (od * oH + oh) * oW, oW);
+                }
+              row_window_spread(aw, ga, a_row.data());
+              row_window_spread(aw, gb, b_row.data());
+            }
+            const int64_t r = (d * H + h) * W, re = (d * H + h) * RW + off;
+            const Vec vM(M), one(1), zero(0);
+            for (int64_t w = 0; w < W; w += V) {
+              const int64_t n = std::min(V, W - w);
+              const Vec xv = load_acc(xp + r + w, n);
+              const Vec ev = load_acc(s.e.data() + re + w, n);
+              const Vec av = load_acc(a_row.data() + off + w, n);
+              const Vec bv = load_acc(b_row.data() + off + w, n);
+              const Vec grad_v = ev * ((one + (xv - vM)) * av - bv);
+              store_acc(dxp + r + w, Vec::blendv(grad_v, zero, ev == zero), n);
+            }
+          }
+      }
+      // 4. Windows the shared max cannot serve, exactly.
+      for (const int64_t o : s.slow) {
+        const int64_t ow = o % oW, oh = (o / oW) % oH, od = o / (oW * oH);
+        exact_backward(xp, dxp, strides, window_at(g, od, oh, ow), static_cast<double>(gp[o]),
+                       static_cast<double>(yp[o]));
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- channels_last
+
+// x is (N, D, H, W, C) in memory. Vectorised across C, each window with its own max.
+template <typename scalar_t>
+void forward_channels_last(const scalar_t* x, acc_type<scalar_t>* y, int64_t N, int64_t C,
+                           const Geometry& g) {
+  using acc_t = acc_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t H = ah.in, W = aw.in;
+  const Strides strides{H * W * C, W * C, C};
+  const int64_t rows = N * ad.out * ah.out;
+
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) acc_t lanes[V];
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % ah.out, od = (row / ah.out) % ad.out, n = row / (ah.out * ad.out);
+      const scalar_t* xn = x + n * g.in_numel() * C;
+      for (int64_t ow = 0; ow < aw.out; ++ow) {
+        const Window win = window_at(g, od, oh, ow);
+        acc_t* yo = y + (((n * ad.out + od) * ah.out + oh) * aw.out + ow) * C;
+        for (int64_t c = 0; c < C; c += V) {
+          const int64_t count = std::min(V, C - c);
+          Vec m(-std::numeric_limits<acc_t>::infinity());
+          for (int64_t d = win.d0; d < win.d1; ++d)
+            for (int64_t h = win.h0; h < win.h1; ++h)
+              for (int64_t w = win.w0; w < win.w1; ++w)
+                m = at::vec::maximum(m, load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count));
+          Vec sum(0), wsum(0);
+          for (int64_t d = win.d0; d < win.d1; ++d)
+            for (int64_t h = win.h0; h < win.h1; ++h)
+              for (int64_t w = win.w0; w < win.w1; ++w) {
+                const Vec xv = load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count);
+                const Vec ev = (xv - m).exp();
+                sum = sum + ev;
+                wsum = wsum + ev * xv;
+              }
+          (wsum / sum).store(lanes);
+          for (int64_t l = 0; l < count; ++l) {
+            if (!std::isfinite(lanes[l])) lanes[l] = static_cast<acc_t>(exact_forward(xn + c + l, strides, win));
+          }
+          store_acc(yo + c, Vec::loadu(lanes), count);
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scalar_t* y,
+                            acc_type<scalar_t>* dx, int64_t N, int64_t C, const Geometry& g) {
+  using acc_t = acc_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t D = ad.in, H = ah.in, W = aw.in;
+  const Strides strides{H * W * C, W * C, C};
+  const int64_t out_numel = g.out_numel() * C, in_numel = g.in_numel() * C;
+
+  // 1. Per window and channel: its max m and a = g / S; a = 0 marks an exact window.
+  std::vector<acc_t> coef_m(N * out_numel), coef_a(N * out_numel);
+  std::vector<uint8_t> exact(N * out_numel, 0);
+  at::parallel_for(0, N * g.out_numel(), 1, [&](int64_t begin, int64_t end) {
+    alignas(64) acc_t m_lanes[V], s_lanes[V];
+    for (int64_t o = begin; o < end; ++o) {
+      const int64_t ow = o % aw.out, oh = (o / aw.out) % ah.out, od = (o / (aw.out * ah.out)) % ad.out;
+      const int64_t n = o / g.out_numel();
+      const scalar_t* xn = x + n * in_numel;
+      const Window win = window_at(g, od, oh, ow);
+      for (int64_t c = 0; c < C; c += V) {
+        const int64_t count = std::min(V, C - c);
+        Vec m(-std::numeric_limits<acc_t>::infinity());
+        for (int64_t d = win.d0; d < win.d1; ++d)
+          for (int64_t h = win.h0; h < win.h1; ++h)
+            for (int64_t w = win.w0; w < win.w1; ++w)
+              m = at::vec::maximum(m, load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count));
+        Vec sum(0);
+        for (int64_t d = win.d0; d < win.d1; ++d)
+          for (int64_t h = win.h0; h < win.h1; ++h)
+            for (int64_t w = win.w0; w < win.w1; ++w)
+              sum = sum + (load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count) - m).exp();
+        m.store(m_lanes);
+        sum.store(s_lanes);
+        for (int64_t l = 0; l < count; ++l) {
+          const int64_t i = o * C + c + l;
+          const acc_t yv = static_cast<acc_t>(y[i]);
+          coef_m[i] = m_lanes[l];
+          if (std::isfinite(m_lanes[l]) && std::isfinite(yv)) {
+            coef_a[i] = static_cast<acc_t>(grad[i]) / s_lanes[l];
+          } else {
+            coef_a[i] = 0;
+            exact[i] = 1;
+          }
+        }
+      }
+    }
+  });
+
+  // 2. Gather over the windows containing each input position.
+  const int64_t in_rows = N * D * H;
+  at::parallel_for(0, in_rows, 1, [&](int64_t begin, int64_t end) {
+    const Vec one(1), zero(0);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t h = row % H, d = (row / H) % D, n = row / (H * D);
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t base = n * in_numel + d * strides.d + h * strides.h + w * strides.w;
+        for (int64_t c = 0; c < C; c += V) {
+          const int64_t count = std::min(V, C - c);
+          const Vec xv = load_acc(x + base + c, count);
+          Vec acc(0);
+          for (int64_t od = ad.first[d]; od < ad.last[d]; ++od)
+            for (int64_t oh = ah.first[h]; oh < ah.last[h]; ++oh)
+              for (int64_t ow = aw.first[w]; ow < aw.last[w]; ++ow) {
+                const int64_t o = n * out_numel + ((od * ah.out + oh) * aw.out + ow) * C + c;
+                const Vec m = load_acc(coef_m.data() + o, count);
+                const Vec a = load_acc(coef_a.data() + o, count);
+                const Vec yv = load_acc(y + o, count);
+                const Vec ev = (xv - m).exp();
+                const Vec contrib = a * ev * (one + xv - yv);
+                acc = acc + Vec::blendv(zero, contrib, (a != zero) & (ev != zero));
+              }
+          store_acc(dx + base + c, acc, count);
+        }
+      }
+    }
+  });
+
+  // 3. Exact windows (non-finite max or output), scattered per sample.
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t o = 0; o < g.out_numel(); ++o) {
+        const int64_t ow = o % aw.out, oh = (o / aw.out) % ah.out, od = o / (aw.out * ah.out);
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t i = n * out_numel + o * C + c;
+          if (!exact[i]) continue;
+          exact_backward(x + n * in_numel + c, dx + n * in_numel + c, strides, window_at(g, od, oh, ow),
+                         static_cast<double>(grad[i]), static_cast<double>(y[i]));
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- entry points
+
+bool is_channels_last(const at::Tensor& x) {
+  if (x.is_contiguous()) return false;
+  if (x.dim() == 4) return x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  if (x.dim() == 5) return x.is_contiguous(at::MemoryFormat::ChannelsLast3d);
+  return false;
+}
+
+at::MemoryFormat format_for(const at::Tensor& x, bool channels_last) {
+  if (!channels_last) return at::MemoryFormat::Contiguous;
+  return x.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::ChannelsLast3d;
+}
+
+at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+void check_input(const at::Tensor& x, const Geometry& g, const char* fn) {
+  TORCH_CHECK(x.device().is_cpu(), fn, ": expected a CPU tensor, got ", x.device());
+  TORCH_CHECK(x.dim() >= 3 && x.dim() <= 5, fn, ": expected (N, C, *spatial) with 1 to 3 spatial dims");
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), fn, ": expected a floating-point tensor");
+  const int64_t spatial = x.dim() - 2;
+  for (int64_t a = 0; a < 3; ++a) {
+    const int64_t size = a < 3 - spatial ? 1 : x.size(2 + a - (3 - spatial));
+    TORCH_CHECK(size == g.ax[a].in, fn, ": input size ", x.sizes(), " does not match the window table");
+  }
+}
+
+std::vector<int64_t> out_shape(const at::Tensor& x, const Geometry& g) {
+  std::vector<int64_t> shape{x.size(0), x.size(1)};
+  for (int64_t a = 3 - (x.dim() - 2); a < 3; ++a) shape.push_back(g.ax[a].out);
+  return shape;
+}
+
+at::Tensor forward(const at::Tensor& input, at::IntArrayRef windows) {
+  const Geometry g = parse_windows(windows);
+  check_input(input, g, "softpool3d forward");
+  const bool cl = is_channels_last(input);
+  const at::Tensor x = cl ? input : input.contiguous();
+  const int64_t N = x.size(0), C = x.size(1);
+  at::Tensor y = at::empty(out_shape(x, g), x.options().dtype(acc_dtype(x.scalar_type())), format_for(x, cl));
+  if (y.numel() == 0) return y.to(x.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softpool3d_forward", [&] {
+    using acc_t = acc_type<scalar_t>;
+    if (cl) forward_channels_last<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N, C, g);
+    else forward_contiguous<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N * C, g);
+  });
+  return y.to(x.scalar_type());
+}
+
+at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& output,
+                    at::IntArrayRef windows) {
+  const Geometry g = parse_windows(windows);
+  check_input(input, g, "softpool3d backward");
+  TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape(input, g)) && grad_out.sizes() == output.sizes(),
+              "softpool3d backward: grad and output must have the output's shape");
+  const bool cl = is_channels_last(input);
+  const at::MemoryFormat fmt = format_for(input, cl);
+  const at::Tensor x = cl ? input : input.contiguous();
+  const at::Tensor y = output.to(x.scalar_type()).contiguous(fmt);
+  const at::Tensor grad = grad_out.to(x.scalar_type()).contiguous(fmt);
+  const int64_t N = x.size(0), C = x.size(1);
+  at::Tensor dx = at::empty(x.sizes(), x.options().dtype(acc_dtype(x.scalar_type())), fmt);
+  if (dx.numel() == 0) return dx.to(x.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softpool3d_backward", [&] {
+    using acc_t = acc_type<scalar_t>;
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* yp = y.const_data_ptr<scalar_t>();
+    if (cl) backward_channels_last<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N, C, g);
+    else backward_contiguous<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N * C, g);
+  });
+  return dx.to(x.scalar_type());
+}
+
+}  // namespace
+}  // namespace softpool3d
+
+TORCH_LIBRARY(softpool3d_cpu, m) {
+  m.def("forward(Tensor x, int[] windows) -> Tensor", &softpool3d::forward);
+  m.def("backward(Tensor grad, Tensor x, Tensor y, int[] windows) -> Tensor", &softpool3d::backward);
+}

@@ -1,0 +1,113 @@
+"""Pure-PyTorch SoftPool: the test oracle and the fallback for any device and dtype.
+
+Every window is gathered into a trailing dim of size K (its largest size);
+positions outside the window (padding, shorter adaptive windows) hold -inf and
+so get weight 0. Then, per window::
+
+    m = max_i x_i,  w = softmax(x),  y = sum_i w_i * x_i
+    dL/dx_i = g * w_i * (1 + x_i - y)
+
+``forward`` is differentiable by autograd (the exact gradient for finite
+input); ``backward`` is the closed form that the op's autograd uses.
+Non-finite rules: a NaN in a window gives NaN, +inf gives +inf (its gradient
+is shared by the +inf entries), -inf entries get weight 0 and an all -inf
+window gives -inf (and zero gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._geometry import AxisWindows, Windows, output_memory_format
+
+
+def _axis_index(axis: AxisWindows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    starts = torch.tensor(axis.starts, dtype=torch.long, device=device)
+    ends = torch.tensor(axis.ends, dtype=torch.long, device=device)
+    k = int((ends - starts).max())
+    index = starts[:, None] + torch.arange(k, device=device)[None, :]
+    valid = index < ends[:, None]
+    return index.clamp_(max=axis.length - 1), valid
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _gather(x: torch.Tensor, windows: Windows) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(N, C, *spatial) -> windows (N, C, *out, K) with -inf where no input is, and the index tables."""
+    dims = len(windows)
+    tables = [_axis_index(axis, x.device) for axis in windows]
+    xw = x
+    for i, (index, _) in enumerate(tables):
+        dim = 2 + 2 * i  # each earlier axis has become two dims (out, k)
+        xw = xw.index_select(dim, index.reshape(-1)).unflatten(dim, index.shape)
+    # (N, C, o1, k1, o2, k2, ...) -> (N, C, o1, o2, ..., k1, k2, ...)
+    order = [0, 1] + [2 + 2 * i for i in range(dims)] + [3 + 2 * i for i in range(dims)]
+    xw = xw.permute(order).flatten(2 + dims)
+    valid = _outer_valid([v for _, v in tables])
+    xw = xw.masked_fill(~valid, float("-inf"))
+    return xw, valid, tables
+
+
+def _outer_valid(valids: list[torch.Tensor]) -> torch.Tensor:
+    """Per-axis (o_a, k_a) masks -> (o1, o2, ..., k1*k2*...) mask."""
+    dims = len(valids)
+    mask = None
+    for i, v in enumerate(valids):
+        term = v.view([v.shape[0] if j == i else 1 for j in range(dims)]
+                         + [v.shape[1] if j == i else 1 for j in range(dims)])
+        mask = term if mask is None else mask & term
+    return mask.flatten(dims)
+
+
+def _softpool_windows(xw: torch.Tensor) -> torch.Tensor:
+    m = xw.amax(-1)
+    w = torch.softmax(xw, dim=-1)
+    y = (w * xw.masked_fill(xw == float("-inf"), 0.0)).sum(-1)
+    y = torch.where(m == float("inf"), m, y)
+    return torch.where(m == float("-inf"), m, y)
+
+
+def forward(x: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """SoftPool of x (N, C, *spatial) over ``windows``; returns (N, C, *out) in x's dtype."""
+    xw, _, _ = _gather(x.to(_acc_dtype(x.dtype)), windows)
+    y = _softpool_windows(xw).to(x.dtype)
+    return y.contiguous(memory_format=output_memory_format(x))
+
+
+def backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """Exact gradient dL/dx (N, C, *spatial) from dL/dy (N, C, *out), x and y."""
+    acc = _acc_dtype(x.dtype)
+    xw, valid, tables = _gather(x.to(acc), windows)
+    yv = y.to(acc)[..., None]
+    g = grad.to(acc)[..., None]
+    m = xw.amax(-1, keepdim=True)
+    finite = torch.isfinite(m)
+    safe_m = torch.where(finite, m, torch.zeros_like(m))
+    e = torch.exp(xw - safe_m)
+    w = e / e.sum(-1, keepdim=True)
+    gw = torch.where(w > 0, g * w * (1 + xw - yv), torch.zeros_like(w))
+    # +inf windows: the gradient goes to the +inf entries, shared equally.
+    is_inf = xw == float("inf")
+    share = is_inf / is_inf.sum(-1, keepdim=True).clamp(min=1)
+    gw = torch.where(m == float("inf"), g * share, gw)
+    gw = torch.where(m == float("-inf"), torch.zeros_like(gw), gw)
+    gw = torch.where(torch.isnan(m), torch.full_like(gw, float("nan")), gw)
+    gw = gw.masked_fill(~valid, 0.0)
+    # Scatter windows back: undo the gather one axis at a time, last axis first.
+    dims = len(windows)
+    k_sizes = [index.shape[1] for index, _ in tables]
+    gw = gw.unflatten(-1, k_sizes)  # (N, C, o1..od, k1..kd)
+    order = [0, 1]
+    for i in range(dims):
+        order += [2 + i, 2 + dims + i]
+    gw = gw.permute(order)  # (N, C, o1, k1, o2, k2, ...)
+    for i in reversed(range(dims)):
+        dim = 2 + 2 * i
+        index, _ = tables[i]
+        flat = gw.flatten(dim, dim + 1)
+        shape = list(flat.shape)
+        shape[dim] = windows[i].length
+        gw = flat.new_zeros(shape).index_add_(dim, index.reshape(-1), flat)
+    return gw.to(x.dtype).contiguous(memory_format=output_memory_format(x))
