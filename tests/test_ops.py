@@ -1,0 +1,308 @@
+"""The C++ kernel (the default CPU backend) against the float64 reference: values, gradients,
+dtypes, magnitudes, non-finite input, layouts, shapes and argument errors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import softpool3d as sp
+from softpool3d.ops import backend_for, reference
+
+from conftest import as_tuple, reference_adaptive, reference_pool, windows_for
+
+SOFT = {1: sp.soft_pool1d, 2: sp.soft_pool2d, 3: sp.soft_pool3d}
+ADAPTIVE = {1: sp.adaptive_soft_pool1d, 2: sp.adaptive_soft_pool2d, 3: sp.adaptive_soft_pool3d}
+MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+AVG_ADAPTIVE = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+def test_cpp_backend_serves_cpu_floats():
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        assert backend_for(torch.zeros(1, dtype=dtype)) == "cpp"
+
+
+# ---------------------------------------------------------------- gradcheck (float64)
+
+GRAD_CASES = [
+    (1, (2, 3, 11), 3, 2, 1, True),
+    (1, (2, 2, 9), 2, None, 0, False),
+    (2, (2, 2, 7, 9), 3, 2, 1, True),        # overlapping, padded, ceil
+    (2, (1, 3, 6, 5), (2, 3), (1, 2), (1, 1), False),
+    (3, (1, 2, 5, 6, 7), 3, 2, 1, True),
+    (3, (2, 2, 4, 4, 6), 2, 2, 0, False),
+    (3, (1, 2, 5, 5, 5), (3, 2, 3), (1, 2, 3), (1, 0, 1), True),
+]
+
+
+@pytest.mark.parametrize("dims,shape,kernel,stride,padding,ceil_mode", GRAD_CASES)
+def test_gradcheck(seed, dims, shape, kernel, stride, padding, ceil_mode):
+    x = (torch.randn(shape, dtype=torch.float64) * 2).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: SOFT[dims](t, kernel, stride, padding, ceil_mode), (x,))
+
+
+@pytest.mark.parametrize("dims,shape,out", [(1, (2, 3, 10), 4), (2, (2, 2, 7, 9), (3, 4)), (3, (1, 2, 5, 6, 7), (2, 3, 3)),
+                                            (3, (1, 2, 4, 5, 6), 1)])
+def test_gradcheck_adaptive(seed, dims, shape, out):
+    x = (torch.randn(shape, dtype=torch.float64) * 2).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: ADAPTIVE[dims](t, out), (x,))
+
+
+def test_gradcheck_channels_last(seed):
+    x = (torch.randn(2, 5, 5, 6, 7, dtype=torch.float64) * 2).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: sp.soft_pool3d(t, 3, 2, 1, True), (x,))
+
+
+# ---------------------------------------------------------------- property-based cross-check
+
+@st.composite
+def pool_problems(draw):
+    dims = draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 4)) for _ in range(dims))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    ceil_mode = draw(st.booleans())
+    spatial = tuple(draw(st.integers(max(1, k - 2 * p), 9)) for k, p in zip(kernel, padding))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 20))) + spatial
+    layout = draw(st.sampled_from(["contiguous", "channels_last"] if dims > 1 else ["contiguous"]))
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0, 50.0]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return dims, shape, kernel, stride, padding, ceil_mode, layout, scale, seed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pool_problems())
+def test_cpp_matches_reference_forward_and_backward(problem):
+    dims, shape, kernel, stride, padding, ceil_mode, layout, scale, seed = problem
+    gen = torch.Generator().manual_seed(seed)
+    x64 = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
+        x = x64.to(dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=CHANNELS_LAST[dims])
+        x.requires_grad_(True)
+        y = SOFT[dims](x, kernel, stride, padding, ceil_mode)
+        assert y.shape == MAX[dims](x64, kernel, stride, padding, ceil_mode=ceil_mode).shape
+        expected_x = x.detach().double().requires_grad_(True)
+        expected = reference.forward(expected_x, windows_for(x, dims, kernel, stride, padding, ceil_mode))
+        torch.testing.assert_close(y.double(), expected, rtol=tol, atol=tol * scale)
+        grad = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        (gx,) = torch.autograd.grad(y, x, grad.to(dtype))
+        (gx_expected,) = torch.autograd.grad(expected, expected_x, grad)
+        torch.testing.assert_close(gx.double(), gx_expected, rtol=tol * 10, atol=tol * 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dims=st.integers(1, 3), data=st.data())
+def test_adaptive_matches_reference_and_shape(dims, data):
+    spatial = tuple(data.draw(st.integers(1, 9)) for _ in range(dims))
+    out = tuple(data.draw(st.integers(1, 10)) for _ in range(dims))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    x = torch.randn((2, 3) + spatial, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x.requires_grad_(True)
+    y = ADAPTIVE[dims](x, out)
+    assert y.shape == AVG_ADAPTIVE[dims](x, out).shape
+    x_ref = x.detach().clone().requires_grad_(True)
+    expected = reference_adaptive(x_ref, dims, out)
+    torch.testing.assert_close(y, expected)
+    grad = torch.randn_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(expected, x_ref, grad)[0])
+
+
+def test_global_pool_is_softmax_weighted_mean(seed):
+    x = torch.randn(2, 3, 4, 5, 6, dtype=torch.float64)
+    flat = x.flatten(2)
+    expected = (torch.softmax(flat, -1) * flat).sum(-1)
+    torch.testing.assert_close(sp.adaptive_soft_pool3d(x, 1).flatten(2)[..., 0], expected)
+
+
+# ---------------------------------------------------------------- dtypes and magnitudes
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_reduced_precision_accumulates_in_float32(seed, dtype, rtol, layout):
+    x = (torch.randn(2, 16, 6, 9, 10) * 3).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    y = sp.soft_pool3d(x, 3, 2, 1)
+    assert y.dtype == dtype
+    x_ref = x.detach().double().requires_grad_(True)
+    expected = reference_pool(x_ref, 3, 3, 2, 1)
+    torch.testing.assert_close(y.double(), expected, rtol=rtol, atol=rtol * 3)
+    grad = torch.randn(y.shape, dtype=torch.float64)
+    gx = torch.autograd.grad(y, x, grad.to(dtype))[0]
+    assert gx.dtype == dtype
+    torch.testing.assert_close(gx.double(), torch.autograd.grad(expected, x_ref, grad)[0], rtol=rtol * 4, atol=rtol * 4)
+
+
+@pytest.mark.parametrize("dtype,magnitude", [(torch.float32, 1e4), (torch.float32, 3e38), (torch.float16, 6e4),
+                                             (torch.bfloat16, 1e30), (torch.float64, 1e300)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_huge_magnitudes_stay_finite_and_exact(seed, dtype, magnitude, layout):
+    x = ((torch.rand(2, 4, 5, 6, 7, dtype=torch.float64) * 2 - 1) * magnitude).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    y = sp.soft_pool3d(x, 3, 2, 1, True)
+    assert torch.isfinite(y).all()
+    expected = reference_pool(x, 3, 3, 2, 1, True)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(y.double(), expected, rtol=2 * eps, atol=0)
+
+
+def test_mixed_scales_in_one_plane_use_exact_windows(seed):
+    # One plane holds values near 0 and near 1000: windows far below the plane's max
+    # cannot share its exp and must be recomputed exactly, forward and backward.
+    x = torch.randn(1, 2, 4, 8, 8, dtype=torch.float64)
+    x[:, :, :2] += 1000.0
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        xt = x.to(dtype).requires_grad_(True)
+        y = sp.soft_pool3d(xt, 2)
+        x_ref = xt.detach().double().requires_grad_(True)
+        expected = reference_pool(x_ref, 3, 2)
+        torch.testing.assert_close(y.double(), expected, rtol=tol, atol=tol)
+        grad = torch.randn(y.shape, dtype=torch.float64)
+        torch.testing.assert_close(torch.autograd.grad(y, xt, grad.to(dtype))[0].double(),
+                                   torch.autograd.grad(expected, x_ref, grad)[0], rtol=tol * 10, atol=tol * 10)
+
+
+# ---------------------------------------------------------------- non-finite input
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_non_finite_rules(dtype, layout):
+    base = torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4) / 4
+    x = base.repeat(1, 3, 1, 1)
+    x[:, :, 0, 0] = NAN                     # window (0, 0): NaN
+    x[:, :, 0, 2] = INF                     # window (0, 1): +inf
+    x[:, :, 2, 0] = -INF                    # window (1, 0): one -inf entry, weight 0
+    x[:, :, 2:, 2:] = -INF                  # window (1, 1): all -inf
+    x = x.to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = sp.soft_pool2d(x, 2).double()
+    assert torch.isnan(y[:, :, 0, 0]).all()
+    assert (y[:, :, 0, 1] == INF).all()
+    rest = x.double()[0, 0, 2:, :2].flatten()[1:]          # the three finite entries
+    torch.testing.assert_close(y[:, :, 1, 0], (torch.softmax(rest, 0) * rest).sum().expand(1, 3), rtol=1e-2, atol=0)
+    assert (y[:, :, 1, 1] == -INF).all()
+    torch.testing.assert_close(y, reference_pool(x, 2, 2), equal_nan=True, rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_non_finite_gradients(layout):
+    x = (torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4) / 4).repeat(1, 2, 1, 1)
+    x[:, :, 0, 2] = INF
+    x[:, :, 2, 0] = -INF
+    x[:, :, 2:, 2:] = -INF
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    y = sp.soft_pool2d(x, 2)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    assert torch.isfinite(gx).all()
+    assert (gx[:, :, 2, 0] == 0).all() and (gx[:, :, 2:, 2:] == 0).all()   # -inf entries get no gradient
+    assert (gx[:, :, 0, 2] == 1).all() and (gx[:, :, :2, 2:].sum((-1, -2)) == 1).all()  # +inf takes it all
+    finite = x.detach().clone()[:, :, 2:, :2].flatten(2)[..., 1:].requires_grad_(True)
+    (expected,) = torch.autograd.grad((torch.softmax(finite, -1) * finite).sum(), finite)
+    torch.testing.assert_close(gx[:, :, 2:, :2].flatten(2)[..., 1:], expected)
+    torch.testing.assert_close(gx, reference.backward(torch.ones_like(y), x.detach(), y.detach(),
+                                                      windows_for(x, 2, 2)))
+    x_nan = x.detach().clone()
+    x_nan[:, :, 0, 0] = NAN
+    x_nan.requires_grad_(True)
+    (g_nan,) = torch.autograd.grad(sp.soft_pool2d(x_nan, 2).sum(), x_nan)
+    assert torch.isnan(g_nan[:, :, :2, :2]).all() and torch.isfinite(g_nan[:, :, 2:, :2]).all()
+
+
+# ---------------------------------------------------------------- layouts and shapes
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_matches_contiguous_and_keeps_layout(seed, dims):
+    shape = (2, 19, 7, 9) if dims == 2 else (2, 19, 5, 7, 9)
+    x = torch.randn(shape)
+    x_cl = x.contiguous(memory_format=CHANNELS_LAST[dims]).requires_grad_(True)
+    x_c = x.clone().requires_grad_(True)
+    y_cl, y_c = SOFT[dims](x_cl, 3, 2, 1), SOFT[dims](x_c, 3, 2, 1)
+    assert y_cl.is_contiguous(memory_format=CHANNELS_LAST[dims])
+    torch.testing.assert_close(y_cl, y_c, rtol=2e-6, atol=2e-6)
+    grad = torch.randn_like(y_c)
+    g_cl, g_c = torch.autograd.grad(y_cl, x_cl, grad)[0], torch.autograd.grad(y_c, x_c, grad)[0]
+    assert g_cl.is_contiguous(memory_format=CHANNELS_LAST[dims])
+    torch.testing.assert_close(g_cl, g_c, rtol=2e-5, atol=2e-5)
+
+
+def test_channels_last_runs_without_a_copy(seed):
+    x = torch.randn(2, 8, 4, 6, 6).contiguous(memory_format=torch.channels_last_3d)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        sp.soft_pool3d(x, 2)
+    names = {event.name for event in prof.events()}
+    assert not names & {"aten::contiguous", "aten::clone", "aten::copy_"}, names
+
+
+def test_non_contiguous_and_unbatched_inputs(seed):
+    x = torch.randn(2, 3, 6, 14, 8)
+    sliced = x[..., ::2, :]                  # non-contiguous view
+    torch.testing.assert_close(sp.soft_pool3d(sliced, 2), sp.soft_pool3d(sliced.contiguous(), 2))
+    transposed = torch.randn(2, 3, 7, 6, 8).transpose(2, 4)   # neither contiguous nor channels_last
+    torch.testing.assert_close(sp.soft_pool3d(transposed, 2), sp.soft_pool3d(transposed.contiguous(), 2))
+    torch.testing.assert_close(sp.soft_pool3d(x[0], 3, 2, 1), sp.soft_pool3d(x, 3, 2, 1)[0])
+    torch.testing.assert_close(sp.soft_pool2d(x[0, 0], 2), sp.soft_pool2d(x[:1, 0], 2)[0])
+    torch.testing.assert_close(sp.soft_pool1d(x[0, 0, 0], 3), sp.soft_pool1d(x[:1, 0, 0], 3)[0])
+    torch.testing.assert_close(sp.adaptive_soft_pool3d(x[0], 2), sp.adaptive_soft_pool3d(x, 2)[0])
+
+
+def test_input_is_not_modified(seed):
+    x = torch.randn(2, 3, 5, 6, 7, requires_grad=True)
+    before = x.detach().clone()
+    sp.soft_pool3d(x, 3, 2, 1).sum().backward()
+    assert torch.equal(x.detach(), before)
+
+
+def test_empty_batch(seed):
+    x = torch.randn(0, 3, 4, 4, 4, requires_grad=True)
+    y = sp.soft_pool3d(x, 2)
+    assert y.shape == (0, 3, 2, 2, 2)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: sp.soft_pool3d(x[0, 0], 2), "input must have 4 dims"),
+    (lambda x: sp.soft_pool3d(x.to(torch.int64), 2), "float16, bfloat16, float32 or float64"),
+    (lambda x: sp.soft_pool3d(x, 0), "kernel_size must be >= 1"),
+    (lambda x: sp.soft_pool3d(x, (2, 2)), "kernel_size must be an int or a tuple of 3"),
+    (lambda x: sp.soft_pool3d(x, 2, 0), "stride must be >= 1"),
+    (lambda x: sp.soft_pool3d(x, 2, 2, -1), "padding must be >= 0"),
+    (lambda x: sp.soft_pool3d(x, 3, 2, 2), "padding should be at most half of kernel_size"),
+    (lambda x: sp.soft_pool3d(x, 9), "output size would be"),
+    (lambda x: sp.soft_pool3d(x, 2, dilation=2), "dilation"),
+    (lambda x: sp.soft_pool3d(x, 2, ceil_mode=1), "ceil_mode must be a bool"),
+    (lambda x: sp.soft_pool3d(x, 2.5), "kernel_size must contain ints"),
+    (lambda x: sp.adaptive_soft_pool3d(x, 0), "output_size must be >= 1"),
+    (lambda x: sp.adaptive_soft_pool2d(x, 2), "input must have 3 dims"),
+    (lambda x: sp.soft_pool3d(x[..., :0], 1), "empty spatial dim"),
+    (lambda x: sp.SoftPool3d(0), "kernel_size must be >= 1"),
+    (lambda x: sp.AdaptiveSoftPool2d((1, 2, 3)), "output_size must be an int or a tuple of 2"),
+])
+def test_errors_name_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.randn(1, 2, 4, 4, 4))
+
+
+def test_output_shape_matches_max_pool_including_ceil_mode():
+    # The classic ceil_mode edge: the last window would start in the right padding.
+    for length, k, s, p in [(5, 2, 2, 1), (6, 3, 3, 1), (7, 3, 2, 1), (10, 4, 3, 2), (1, 1, 3, 0)]:
+        x = torch.randn(1, 1, length)
+        for ceil_mode in (False, True):
+            assert sp.soft_pool1d(x, k, s, p, ceil_mode).shape == F.max_pool1d(x, k, s, p, ceil_mode=ceil_mode).shape
