@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
-	$(PY) -m softpool3d.ops.cpu
+	$(PY) -c "from softpool3d.ops import cpu; import sys; ok = cpu.load(); print('C++ CPU kernel', cpu.capability(), 'ready' if ok else 'NOT built'); sys.exit(not ok)"
 
 run: install
 	$(PY) tools/benchmark_ops.py --quick

@@ -2,7 +2,9 @@
 
 Times forward, backward and forward+backward (median of --reps runs after warm-up),
 measures the bytes each contender saves for backward, and prints a markdown table
-with every time also given as a ratio to avg_pool on the same case.
+with fwd+bwd also given as ratios to avg_pool and max_pool on the same case. The
+contenders run round-robin (one run of each per round), so that drift in the
+machine's speed affects them alike.
 
     python tools/benchmark_ops.py                 # the full table (fp32 and bf16, 1D/2D/3D)
     python tools/benchmark_ops.py --quick         # the two 3D target shapes, fp32 only
@@ -83,30 +85,51 @@ def saved_bytes(fn, x) -> int:
     return sum(seen.values())
 
 
-def median_ms(run, reps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def timed_ms(run) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1e3
 
 
-def bench_case(fn, x, grad, reps: int, warmup: int) -> dict:
+def bench_contenders(fns: dict, x, grad, reps: int, warmup: int) -> dict:
+    """Time every contender round-robin (one run of each per round), so that drift in the
+    machine's speed hits all of them alike; report medians."""
     xg = x.detach().requires_grad_(True)
-    fwd = median_ms(lambda: fn(x), reps, warmup)
-    y = fn(xg)
-    bwd = median_ms(lambda: torch.autograd.grad(y, xg, grad, retain_graph=True), reps, warmup)
-    both = median_ms(lambda: torch.autograd.grad(fn(xg), xg, grad), reps, warmup)
-    return {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_bwd_ms": both, "saved_bytes": saved_bytes(fn, xg)}
+    graphs, unsupported = {}, {}
+    for name, fn in list(fns.items()):
+        try:
+            graphs[name] = fn(xg)
+        except (NotImplementedError, RuntimeError) as error:  # e.g. avg_pool3d has no CPU bf16 kernel
+            unsupported[name] = str(error).splitlines()[0]
+            del fns[name]
+    runs = {
+        name: {
+            "fwd_ms": lambda fn=fn: fn(x),
+            "bwd_ms": lambda name=name: torch.autograd.grad(graphs[name], xg, grad, retain_graph=True),
+            "fwd_bwd_ms": lambda fn=fn: torch.autograd.grad(fn(xg), xg, grad),
+        }
+        for name, fn in fns.items()
+    }
+    times = {name: {key: [] for key in passes} for name, passes in runs.items()}
+    for round_index in range(warmup + reps):
+        for name, passes in runs.items():
+            for key, run in passes.items():
+                elapsed = timed_ms(run)
+                if round_index >= warmup:
+                    times[name][key].append(elapsed)
+    results = {
+        name: {**{key: statistics.median(values) for key, values in per_pass.items()},
+               "saved_bytes": saved_bytes(fns[name], xg)}
+        for name, per_pass in times.items()
+    }
+    results.update({name: {"unsupported": reason} for name, reason in unsupported.items()})
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the two 3D target cases in fp32")
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=10, help="timed rounds per case")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--no-reference", action="store_true", help="skip the slow PyTorch reference")
@@ -128,21 +151,22 @@ def main() -> None:
             x = torch.randn(shape, dtype=dtype)
             y = POOL[dims][0](x, k, s, p)
             grad = torch.randn_like(y)
-            row = {"case": label, "shape": list(shape), "dtype": dtype_name, "results": {}}
-            for name, fn in contenders(dims, k, s, p).items():
-                if name == "soft (reference)" and args.no_reference:
-                    continue
-                reps = max(2, args.reps // 3) if name == "soft (reference)" else args.reps
-                assert name != "soft (cpp)" or _registration.backend_for(x) == "cpp"
-                row["results"][name] = bench_case(fn, x, grad, reps, args.warmup)
-                print(f"  {dtype_name} {label} {name}: {row['results'][name]}", file=sys.stderr)
+            fns = contenders(dims, k, s, p)
+            if args.no_reference:
+                fns.pop("soft (reference)")
+            assert _registration.backend_for(x) == "cpp"
+            row = {"case": label, "shape": list(shape), "dtype": dtype_name,
+                   "results": bench_contenders(fns, x, grad, args.reps, args.warmup)}
+            print(f"  {dtype_name} {label}: {row['results']}", file=sys.stderr)
             results.append(row)
 
     print()
-    print("| case | dtype | contender | fwd ms | bwd ms | fwd+bwd ms | fwd+bwd / avg_pool | saved for bwd / (in+out) |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| case | dtype | contender | fwd ms | bwd ms | fwd+bwd ms | fwd+bwd / avg_pool | fwd+bwd / max_pool "
+          "| saved for bwd / (in+out) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for row in results:
-        base = row["results"]["avg_pool"]["fwd_bwd_ms"]
+        base = row["results"]["avg_pool"].get("fwd_bwd_ms")
+        base_max = row["results"]["max_pool"].get("fwd_bwd_ms")
         x_numel = 1
         for n in row["shape"]:
             x_numel *= n
@@ -152,8 +176,14 @@ def main() -> None:
         out_numel = POOL[dims][0](torch.empty([1, 1] + row["shape"][2:]), k, s, p).numel() * row["shape"][0] * row["shape"][1]
         io_bytes = (x_numel + out_numel) * element
         for name, r in row["results"].items():
+            if "unsupported" in r:
+                print(f"| {row['case']} {tuple(row['shape'])} | {row['dtype']} | {name} | n/a | n/a | n/a | n/a | n/a | "
+                      f"n/a ({r['unsupported'][:40]}) |")
+                continue
+            ratio = f"{r['fwd_bwd_ms'] / base:.2f}x" if base else "n/a"
+            ratio_max = f"{r['fwd_bwd_ms'] / base_max:.2f}x" if base_max else "n/a"
             print(f"| {row['case']} {tuple(row['shape'])} | {row['dtype']} | {name} | {r['fwd_ms']:.1f} | "
-                  f"{r['bwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {r['fwd_bwd_ms'] / base:.2f}x | "
+                  f"{r['bwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {ratio} | {ratio_max} | "
                   f"{r['saved_bytes'] / io_bytes:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

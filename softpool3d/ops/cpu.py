@@ -10,6 +10,7 @@ working compiler the op falls back to the PyTorch reference with one warning.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import sys
@@ -55,9 +56,19 @@ def _ensure_ninja_on_path() -> None:
 
 
 @functools.cache
-def load(verbose: bool = False) -> bool:
-    """Compile (or reuse the cached build of) the kernel; True when ``torch.ops.softpool3d_cpu`` is ready."""
-    from torch.utils import cpp_extension  # noqa: PLC0415
+def load() -> bool:
+    """Compile (or reuse the cached build of) the kernel; True when ``torch.ops.softpool3d_cpu`` is ready.
+
+    ``SOFTPOOL3D_VERBOSE_BUILD=1`` shows the compiler's output.
+    """
+    # Importing cpp_extension logs a CUDA_HOME notice that means nothing for a CPU build.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension  # noqa: PLC0415
+    finally:
+        logger.setLevel(level)
 
     cap = capability()
     _ensure_ninja_on_path()
@@ -67,7 +78,7 @@ def load(verbose: bool = False) -> bool:
             sources=[str(SOURCE)],
             extra_cflags=["-O3", *_CAPABILITY_FLAGS[cap]],
             is_python_module=False,
-            verbose=verbose,
+            verbose=os.environ.get("SOFTPOOL3D_VERBOSE_BUILD", "") == "1",
         )
     except Exception as error:  # noqa: BLE001 - any build failure means: use the reference
         warnings.warn(
@@ -88,8 +99,3 @@ def forward(x: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
 def backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
     return torch.ops.softpool3d_cpu.backward(grad, x, y, flat_windows)
 
-
-if __name__ == "__main__":
-    ok = load(verbose="-v" in sys.argv)
-    print(f"softpool3d C++ CPU kernel ({capability()}): {'ready' if ok else 'NOT available'}")
-    sys.exit(0 if ok else 1)
