@@ -13,6 +13,7 @@ machine's speed affects them alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -50,11 +51,8 @@ def contenders(dims: int, k: int, s: int, p: int) -> dict:
         return soft_pool(x, k, s, p)
 
     def soft_reference(x):
-        os.environ["SOFTPOOL3D_BACKEND"] = "reference"
-        try:
-            return soft_pool(x, k, s, p)
-        finally:
-            os.environ.pop("SOFTPOOL3D_BACKEND")
+        # Timed under SOFTPOOL3D_BACKEND=reference (see backend_env), forward and backward.
+        return soft_pool(x, k, s, p)
 
     def formula(x):
         # The published formula; its avg_pool counts padding, so it is exact only without padding.
@@ -68,6 +66,19 @@ def contenders(dims: int, k: int, s: int, p: int) -> dict:
         "max_pool": lambda x: max_pool(x, k, s, p),
         "avg_pool": lambda x: avg_pool(x, k, s, p),
     }
+
+
+@contextlib.contextmanager
+def backend_env(name: str):
+    """Run the reference contender, forward and backward, with SOFTPOOL3D_BACKEND=reference."""
+    if name != "soft (reference)":
+        yield
+        return
+    os.environ["SOFTPOOL3D_BACKEND"] = "reference"
+    try:
+        yield
+    finally:
+        os.environ.pop("SOFTPOOL3D_BACKEND")
 
 
 def saved_bytes(fn, x) -> int:
@@ -98,7 +109,8 @@ def bench_contenders(fns: dict, x, grad, reps: int, warmup: int) -> dict:
     graphs, unsupported = {}, {}
     for name, fn in list(fns.items()):
         try:
-            graphs[name] = fn(xg)
+            with backend_env(name):
+                graphs[name] = fn(xg)
         except (NotImplementedError, RuntimeError) as error:  # e.g. avg_pool3d has no CPU bf16 kernel
             unsupported[name] = str(error).splitlines()[0]
             del fns[name]
@@ -114,14 +126,15 @@ def bench_contenders(fns: dict, x, grad, reps: int, warmup: int) -> dict:
     for round_index in range(warmup + reps):
         for name, passes in runs.items():
             for key, run in passes.items():
-                elapsed = timed_ms(run)
+                with backend_env(name):
+                    elapsed = timed_ms(run)
                 if round_index >= warmup:
                     times[name][key].append(elapsed)
-    results = {
-        name: {**{key: statistics.median(values) for key, values in per_pass.items()},
-               "saved_bytes": saved_bytes(fns[name], xg)}
-        for name, per_pass in times.items()
-    }
+    results = {}
+    for name, per_pass in times.items():
+        with backend_env(name):
+            results[name] = {**{key: statistics.median(values) for key, values in per_pass.items()},
+                             "saved_bytes": saved_bytes(fns[name], xg)}
     results.update({name: {"unsupported": reason} for name, reason in unsupported.items()})
     return results
 

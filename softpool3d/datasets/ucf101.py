@@ -1,0 +1,88 @@
+"""UCF-101's official split files: ``classInd.txt``, ``trainlist0N.txt`` and ``testlist0N.txt``.
+
+The files use CRLF line endings and 1-based class numbers. Train lines read
+``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1``; test lines have no label, which comes
+from the class folder instead. classInd.txt defines the class order. Class folders match
+class names case-insensitively: the official trainlist02.txt spells ``HandstandPushups``
+where classInd.txt has ``HandStandPushups``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+PathLike = Union[str, os.PathLike]
+FOLDS = (1, 2, 3)
+SUBSETS = ("train", "test")
+
+
+class AnnotationError(ValueError):
+    """A malformed or inconsistent annotation line; the message names the file and line number."""
+
+    def __init__(self, path: PathLike, line_number: int, problem: str):
+        super().__init__(f"{path}:{line_number}: {problem}")
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty lines with their 1-based numbers, CRLF or LF."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def read_class_index(path: PathLike) -> list[str]:
+    """Class names in label order from ``classInd.txt`` (lines ``1 ApplyEyeMakeup``)."""
+    path = Path(path)
+    classes: list[str] = []
+    for number, line in _lines(path):
+        fields = line.split()
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise AnnotationError(path, number, f"expected '<index> <ClassName>', got {line!r}")
+        if int(fields[0]) != len(classes) + 1:
+            raise AnnotationError(path, number, f"expected class number {len(classes) + 1}, got {fields[0]}")
+        if fields[1] in classes:
+            raise AnnotationError(path, number, f"class {fields[1]!r} is listed twice")
+        classes.append(fields[1])
+    if not classes:
+        raise AnnotationError(path, 0, "no classes")
+    return classes
+
+
+def read_ucf101_split(annotations: PathLike, fold: int = 1, subset: str = "train") -> tuple[list[tuple[str, int]], list[str]]:
+    """Relative video paths with 0-based labels for one fold and subset, and the class names."""
+    if fold not in FOLDS:
+        raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+    annotations = Path(annotations)
+    classes = read_class_index(annotations / "classInd.txt")
+    index = {name.lower(): i for i, name in enumerate(classes)}
+    path = annotations / f"{subset}list0{fold}.txt"
+    samples: list[tuple[str, int]] = []
+    for number, line in _lines(path):
+        fields = line.split()
+        if subset == "train" and (len(fields) != 2 or not fields[1].isdigit()):
+            raise AnnotationError(path, number, f"expected '<Class>/<video> <label>', got {line!r}")
+        if subset == "test" and len(fields) != 1:
+            raise AnnotationError(path, number, f"expected '<Class>/<video>', got {line!r}")
+        relative = fields[0]
+        folder = relative.split("/")[0] if "/" in relative else None
+        if folder is None:
+            raise AnnotationError(path, number, f"expected a path '<Class>/<video>', got {relative!r}")
+        if folder.lower() not in index:
+            raise AnnotationError(path, number, f"unknown class folder {folder!r} (not in classInd.txt)")
+        label = index[folder.lower()]
+        if subset == "train":
+            given = int(fields[1]) - 1
+            if not 0 <= given < len(classes):
+                raise AnnotationError(path, number, f"label {fields[1]} is out of range 1..{len(classes)}")
+            if given != label:
+                raise AnnotationError(path, number, f"label {fields[1]} is {classes[given]!r} but the folder is "
+                                                    f"{folder!r}")
+        samples.append((relative, label))
+    if not samples:
+        raise AnnotationError(path, 0, "no videos listed")
+    return samples, classes
