@@ -8,7 +8,7 @@ import torch
 
 from softpool3d.datasets import make_synthmotion, probe, read_frames
 from softpool3d.datasets.synthetic import CLASSES, _bar_mask, _trajectory
-from softpool3d.datasets.ucf101 import read_ucf101_split
+from softpool3d.datasets.annotations import read_ucf101_split
 
 SMALL = dict(num_classes=4, videos_per_class=6, frames=8, size=32, groups=3)
 

@@ -1,5 +1,8 @@
-"""UCF-101's official split files: ``classInd.txt``, ``trainlist0N.txt`` and ``testlist0N.txt``.
+"""Parsers for the datasets' own annotation files. Each returns relative paths with 0-based labels.
 
+Every malformed or inconsistent line raises ``AnnotationError`` naming the file and line.
+
+UCF-101: ``classInd.txt``, ``trainlist0N.txt`` and ``testlist0N.txt``.
 The files use CRLF line endings and 1-based class numbers. Train lines read
 ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1``; test lines have no label, which comes
 from the class folder instead. classInd.txt defines the class order. Class folders match
@@ -16,6 +19,7 @@ from typing import Union
 PathLike = Union[str, os.PathLike]
 FOLDS = (1, 2, 3)
 SUBSETS = ("train", "test")
+HMDB51_TAGS = {"train": "1", "test": "2"}  # 0 marks a video that the split leaves out
 
 
 class AnnotationError(ValueError):
@@ -86,3 +90,66 @@ def read_ucf101_split(annotations: PathLike, fold: int = 1, subset: str = "train
     if not samples:
         raise AnnotationError(path, 0, "no videos listed")
     return samples, classes
+
+
+def read_hmdb51_split(annotations: PathLike, fold: int = 1, subset: str = "train") -> tuple[list[tuple[str, int]], list[str]]:
+    """HMDB-51's official split files ``<class>_test_split<N>.txt`` (51 classes x 3 folds).
+
+    Lines read ``April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1`` with tag 1 = train, 2 = test,
+    0 = unused. Classes are sorted by name; paths are ``<class>/<file>``.
+    """
+    if fold not in FOLDS:
+        raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+    annotations = Path(annotations)
+    if not annotations.is_dir():
+        raise FileNotFoundError(f"annotation folder not found: {annotations}")
+    suffix = "_test_split"
+    split_files = sorted(annotations.glob(f"*{suffix}[123].txt"))
+    classes = sorted({f.name[: f.name.rindex(suffix)] for f in split_files})
+    if not classes:
+        raise FileNotFoundError(f"no '<class>{suffix}<N>.txt' files in {annotations}")
+    samples: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        path = annotations / f"{name}{suffix}{fold}.txt"
+        for number, line in _lines(path):
+            fields = line.split()
+            if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
+                raise AnnotationError(path, number, f"expected '<video> <0|1|2>', got {line!r}")
+            if fields[1] == HMDB51_TAGS[subset]:
+                samples.append((f"{name}/{fields[0]}", label))
+    if not samples:
+        raise AnnotationError(annotations, 0, f"no {subset} videos in fold {fold}")
+    return samples, classes
+
+
+def read_video_list(list_file: PathLike) -> list[tuple[str, int]]:
+    """An mmaction2/SlowFast/pytorchvideo video list: lines ``path label`` (0-based integer labels).
+
+    Everything before the last field is the path, so paths may contain spaces.
+    """
+    list_file = Path(list_file)
+    samples: list[tuple[str, int]] = []
+    for number, line in _lines(list_file):
+        fields = line.rsplit(maxsplit=1)
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise AnnotationError(list_file, number, f"expected '<path> <label>', got {line!r}")
+        samples.append((fields[0], int(fields[1])))
+    if not samples:
+        raise AnnotationError(list_file, 0, "no videos listed")
+    return samples
+
+
+def read_rawframe_list(list_file: PathLike) -> list[tuple[str, int, int]]:
+    """mmaction2's rawframes list: lines ``frame_dir num_frames label``; returns (dir, num_frames, label)."""
+    list_file = Path(list_file)
+    samples: list[tuple[str, int, int]] = []
+    for number, line in _lines(list_file):
+        fields = line.rsplit(maxsplit=2)
+        if len(fields) != 3 or not (fields[1].isdigit() and fields[2].isdigit()) or int(fields[1]) < 1:
+            raise AnnotationError(list_file, number, f"expected '<frame_dir> <num_frames >= 1> <label>', got {line!r}")
+        samples.append((fields[0], int(fields[1]), int(fields[2])))
+    if not samples:
+        raise AnnotationError(list_file, 0, "no frame folders listed")
+    return samples
