@@ -1,7 +1,6 @@
 """The C++ kernel (the default CPU backend) against the float64 reference: values, gradients,
 dtypes, magnitudes, non-finite input, layouts, shapes and argument errors."""
 
-import math
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 import softpool3d as sp
 from softpool3d.ops import backend_for, reference
 
-from conftest import as_tuple, reference_adaptive, reference_pool, windows_for
+from conftest import reference_adaptive, reference_pool, windows_for
 
 SOFT = {1: sp.soft_pool1d, 2: sp.soft_pool2d, 3: sp.soft_pool3d}
 ADAPTIVE = {1: sp.adaptive_soft_pool1d, 2: sp.adaptive_soft_pool2d, 3: sp.adaptive_soft_pool3d}

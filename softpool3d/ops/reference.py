@@ -55,8 +55,8 @@ def _outer_valid(valids: list[torch.Tensor]) -> torch.Tensor:
     dims = len(valids)
     mask = None
     for i, v in enumerate(valids):
-        term = v.view([v.shape[0] if j == i else 1 for j in range(dims)]
-                         + [v.shape[1] if j == i else 1 for j in range(dims)])
+        shape = [v.shape[0] if j == i else 1 for j in range(dims)] + [v.shape[1] if j == i else 1 for j in range(dims)]
+        term = v.view(shape)
         mask = term if mask is None else mask & term
     return mask.flatten(dims)
 
