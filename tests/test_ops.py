@@ -124,15 +124,16 @@ def test_global_pool_is_softmax_weighted_mean(seed):
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_reduced_precision_accumulates_in_float32(seed, dtype, rtol, layout):
+@pytest.mark.parametrize("geometry", [(3, 2, 1), (2, 2, 0)])   # overlapping rows / disjoint rows
+def test_reduced_precision_accumulates_in_float32(seed, dtype, rtol, layout, geometry):
     x = (torch.randn(2, 16, 6, 9, 10) * 3).to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last_3d)
     x.requires_grad_(True)
-    y = sp.soft_pool3d(x, 3, 2, 1)
+    y = sp.soft_pool3d(x, *geometry)
     assert y.dtype == dtype
     x_ref = x.detach().double().requires_grad_(True)
-    expected = reference_pool(x_ref, 3, 3, 2, 1)
+    expected = reference_pool(x_ref, 3, *geometry)
     torch.testing.assert_close(y.double(), expected, rtol=rtol, atol=rtol * 3)
     grad = torch.randn(y.shape, dtype=torch.float64)
     gx = torch.autograd.grad(y, x, grad.to(dtype))[0]
@@ -143,27 +144,29 @@ def test_reduced_precision_accumulates_in_float32(seed, dtype, rtol, layout):
 @pytest.mark.parametrize("dtype,magnitude", [(torch.float32, 1e4), (torch.float32, 3e38), (torch.float16, 6e4),
                                              (torch.bfloat16, 1e30), (torch.float64, 1e300)])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_huge_magnitudes_stay_finite_and_exact(seed, dtype, magnitude, layout):
+@pytest.mark.parametrize("geometry", [(3, 2, 1, True), (2, 2, 0, True)])
+def test_huge_magnitudes_stay_finite_and_exact(seed, dtype, magnitude, layout, geometry):
     x = ((torch.rand(2, 4, 5, 6, 7, dtype=torch.float64) * 2 - 1) * magnitude).to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last_3d)
-    y = sp.soft_pool3d(x, 3, 2, 1, True)
+    y = sp.soft_pool3d(x, *geometry)
     assert torch.isfinite(y).all()
-    expected = reference_pool(x, 3, 3, 2, 1, True)
+    expected = reference_pool(x, 3, *geometry)
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(y.double(), expected, rtol=2 * eps, atol=0)
 
 
-def test_mixed_scales_in_one_plane_use_exact_windows(seed):
-    # One plane holds values near 0 and near 1000: windows far below the plane's max
-    # cannot share its exp and must be recomputed exactly, forward and backward.
+@pytest.mark.parametrize("geometry", [(2, 2, 0), (3, 2, 1)])
+def test_mixed_scales_in_one_row_use_exact_windows(seed, geometry):
+    # Rows hold values near 0 and near 1000: windows far below the shared max cannot
+    # share its exp and must be recomputed exactly, forward and backward.
     x = torch.randn(1, 2, 4, 8, 8, dtype=torch.float64)
-    x[:, :, :2] += 1000.0
+    x[..., :3] += 1000.0
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         xt = x.to(dtype).requires_grad_(True)
-        y = sp.soft_pool3d(xt, 2)
+        y = sp.soft_pool3d(xt, *geometry)
         x_ref = xt.detach().double().requires_grad_(True)
-        expected = reference_pool(x_ref, 3, 2)
+        expected = reference_pool(x_ref, 3, *geometry)
         torch.testing.assert_close(y.double(), expected, rtol=tol, atol=tol)
         grad = torch.randn(y.shape, dtype=torch.float64)
         torch.testing.assert_close(torch.autograd.grad(y, xt, grad.to(dtype))[0].double(),

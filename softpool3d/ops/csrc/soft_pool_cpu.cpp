@@ -499,6 +499,182 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
   });
 }
 
+// ---------------------------------------------------------------- contiguous, disjoint rows
+//
+// When no input row (d, h) is read by two output rows (windows do not overlap along D and H,
+// as with kernel = stride = 2), each output row (od, oh) owns its input rows: one tile with its
+// own reference max, processed in L1 with one exp per element. Along W, the tile's rows are
+// summed first, so the W-axis window sums run once per output row.
+
+bool rows_are_disjoint(const Geometry& g) {
+  for (int a = 0; a < 2; ++a)
+    for (int64_t i = 0; i < g.ax[a].in; ++i)
+      if (g.ax[a].last[i] - g.ax[a].first[i] > 1) return false;
+  return true;
+}
+
+template <typename acc_t>
+struct TileScratch {
+  std::vector<acc_t> e, ex;          // the tile's rows of exp(x - M) (and * x), zero-padded along W
+  std::vector<acc_t> col, wcol;      // their sums over the tile's rows
+  std::vector<acc_t> sums, wsums;    // per output column: S and T
+  std::vector<acc_t> a_row, b_row;   // backward: g/S and g/S * (y - M), spread back along W
+  std::vector<int64_t> slow;
+};
+
+template <typename acc_t>
+acc_t tile_max(const acc_t* xp, int64_t H, int64_t W, const Window& rows) {
+  acc_t m = -std::numeric_limits<acc_t>::infinity();
+  for (int64_t d = rows.d0; d < rows.d1; ++d)
+    for (int64_t h = rows.h0; h < rows.h1; ++h) m = max_nan(m, vector_max(xp + (d * H + h) * W, W));
+  return m;
+}
+
+template <typename scalar_t>
+void forward_rows(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, const Geometry& g) {
+  using acc_t = acc_type<scalar_t>;
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t H = ah.in, W = aw.in, oW = aw.out, RW = aw.row_len(), off = aw.row_offset();
+  const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
+  const Strides strides{H * W, W, 1};
+
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    TileScratch<acc_t> s;
+    std::vector<acc_t> xbuf;
+    s.e.assign(RW, acc_t(0));
+    s.ex.assign(RW, acc_t(0));
+    s.col.resize(RW);
+    s.wcol.resize(RW);
+    s.sums.resize(oW);
+    s.wsums.resize(oW);
+    for (int64_t p = begin; p < end; ++p) {
+      const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, xbuf);
+      for (int64_t od = 0; od < ad.out; ++od)
+        for (int64_t oh = 0; oh < ah.out; ++oh) {
+          const Window rows = window_at(g, od, oh, 0);
+          acc_t* yrow = y + p * out_numel + (od * ah.out + oh) * oW;
+          const acc_t M = tile_max(xp, H, W, rows);
+          const bool shared = std::isfinite(M);
+          if (shared) {
+            std::fill(s.col.begin(), s.col.end(), acc_t(0));
+            std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
+            for (int64_t d = rows.d0; d < rows.d1; ++d)
+              for (int64_t h = rows.h0; h < rows.h1; ++h) {
+                exp_shifted(xp + (d * H + h) * W, W, M, s.e.data() + off, s.ex.data() + off);
+                add_into(s.col.data() + off, s.e.data() + off, W);
+                add_into(s.wcol.data() + off, s.ex.data() + off, W);
+              }
+            row_window_sums(aw, s.col.data(), s.sums.data());
+            row_window_sums(aw, s.wcol.data(), s.wsums.data());
+          }
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const acc_t S = shared ? s.sums[ow] : acc_t(0);
+            const acc_t T = shared ? s.wsums[ow] : acc_t(0);
+            yrow[ow] = (S >= kMinSum<acc_t> && std::isfinite(T))
+                           ? T / S
+                           : static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, ow)));
+          }
+        }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, acc_type<scalar_t>* dx,
+                   int64_t planes, const Geometry& g) {
+  using acc_t = acc_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t D = ad.in, H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
+  const int64_t RW = aw.row_len(), off = aw.row_offset();
+  const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
+  const Strides strides{H * W, W, 1};
+  int64_t tile_rows = 0;  // the most input rows one output row reads
+  for (int64_t od = 0; od < ad.out; ++od)
+    for (int64_t oh = 0; oh < oH; ++oh)
+      tile_rows = std::max(tile_rows, (ad.end[od] - ad.start[od]) * (ah.end[oh] - ah.start[oh]));
+
+  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    TileScratch<acc_t> s;
+    std::vector<acc_t> xbuf;
+    s.e.assign(tile_rows * RW, acc_t(0));
+    s.col.resize(RW);
+    s.sums.resize(oW);
+    s.a_row.resize(RW);
+    s.b_row.resize(RW);
+    std::vector<acc_t> coef_a(oW), coef_b(oW);
+    for (int64_t p = begin; p < end; ++p) {
+      const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, xbuf);
+      const scalar_t* gp = grad + p * out_numel;
+      const scalar_t* yp = y + p * out_numel;
+      acc_t* dxp = dx + p * in_numel;
+      // Rows that no window reads get no gradient.
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t h = 0; h < H; ++h)
+          if (ad.first[d] == ad.last[d] || ah.first[h] == ah.last[h])
+            std::fill(dxp + (d * H + h) * W, dxp + (d * H + h + 1) * W, acc_t(0));
+      for (int64_t od = 0; od < ad.out; ++od)
+        for (int64_t oh = 0; oh < oH; ++oh) {
+          const Window rows = window_at(g, od, oh, 0);
+          const int64_t base = (od * oH + oh) * oW;
+          const acc_t M = tile_max(xp, H, W, rows);
+          s.slow.clear();
+          if (!std::isfinite(M)) {
+            for (int64_t d = rows.d0; d < rows.d1; ++d)
+              for (int64_t h = rows.h0; h < rows.h1; ++h)
+                std::fill(dxp + (d * H + h) * W, dxp + (d * H + h + 1) * W, acc_t(0));
+            for (int64_t ow = 0; ow < oW; ++ow) s.slow.push_back(ow);
+          } else {
+            // e = exp(x - M) for the tile's rows, and the window sums S.
+            std::fill(s.col.begin(), s.col.end(), acc_t(0));
+            int64_t t = 0;
+            for (int64_t d = rows.d0; d < rows.d1; ++d)
+              for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
+                acc_t* et = s.e.data() + t * RW + off;
+                exp_shifted(xp + (d * H + h) * W, W, M, et, static_cast<acc_t*>(nullptr));
+                add_into(s.col.data() + off, et, W);
+              }
+            row_window_sums(aw, s.col.data(), s.sums.data());
+            for (int64_t ow = 0; ow < oW; ++ow) {
+              const acc_t S = s.sums[ow];
+              const acc_t yv = static_cast<acc_t>(yp[base + ow]);
+              if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
+                coef_a[ow] = static_cast<acc_t>(gp[base + ow]) / S;
+                coef_b[ow] = coef_a[ow] * (yv - M);
+              } else {
+                coef_a[ow] = coef_b[ow] = 0;
+                s.slow.push_back(ow);
+              }
+            }
+            row_window_spread(aw, coef_a.data(), s.a_row.data());
+            row_window_spread(aw, coef_b.data(), s.b_row.data());
+            // dx = e * ((1 + x - M) * A - B) on every row of the tile.
+            const Vec vM(M), one(1), zero(0);
+            t = 0;
+            for (int64_t d = rows.d0; d < rows.d1; ++d)
+              for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
+                const int64_t r = (d * H + h) * W;
+                const acc_t* et = s.e.data() + t * RW + off;
+                for (int64_t w = 0; w < W; w += V) {
+                  const int64_t n = std::min(V, W - w);
+                  const Vec xv = load_acc(xp + r + w, n);
+                  const Vec ev = load_acc(et + w, n);
+                  const Vec av = load_acc(s.a_row.data() + off + w, n);
+                  const Vec bv = load_acc(s.b_row.data() + off + w, n);
+                  const Vec grad_v = ev * ((one + (xv - vM)) * av - bv);
+                  store_acc(dxp + r + w, Vec::blendv(grad_v, zero, ev == zero), n);
+                }
+              }
+          }
+          for (const int64_t ow : s.slow)
+            exact_backward(xp, dxp, strides, window_at(g, od, oh, ow), static_cast<double>(gp[base + ow]),
+                           static_cast<double>(yp[base + ow]));
+        }
+    }
+  });
+}
+
 // ---------------------------------------------------------------- channels_last
 
 // x is (N, D, H, W, C) in memory. Vectorised across C, each window with its own max.
@@ -687,6 +863,7 @@ at::Tensor forward(const at::Tensor& input, at::IntArrayRef windows) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softpool3d_forward", [&] {
     using acc_t = acc_type<scalar_t>;
     if (cl) forward_channels_last<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N, C, g);
+    else if (rows_are_disjoint(g)) forward_rows<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N * C, g);
     else forward_contiguous<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N * C, g);
   });
   return y.to(x.scalar_type());
@@ -712,6 +889,7 @@ at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, const a
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     if (cl) backward_channels_last<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N, C, g);
+    else if (rows_are_disjoint(g)) backward_rows<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N * C, g);
     else backward_contiguous<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N * C, g);
   });
   return dx.to(x.scalar_type());
