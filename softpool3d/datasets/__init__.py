@@ -1,6 +1,13 @@
-"""Video datasets and decoding. See ``io`` (decoders) and ``synthetic`` (SynthMotion)."""
+"""Video datasets, decoding, clip sampling and transforms."""
 
+from .hmdb51 import HMDB51
 from .io import VideoDecodeError, VideoInfo, available_backends, probe, read_frames
 from .synthetic import make_synthmotion
+from .transforms import ClipConfig, build_transforms
+from .ucf101 import UCF101
+from .video_dataset import VideoDataset, collate_clips
 
-__all__ = ["VideoDecodeError", "VideoInfo", "available_backends", "probe", "read_frames", "make_synthmotion"]
+__all__ = [
+    "HMDB51", "UCF101", "VideoDataset", "collate_clips", "ClipConfig", "build_transforms",
+    "VideoDecodeError", "VideoInfo", "available_backends", "probe", "read_frames", "make_synthmotion",
+]

@@ -30,9 +30,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 class VideoDecodeError(RuntimeError):
     """A video (or frame folder) that cannot be read; names the path and the underlying cause."""
 
-    def __init__(self, path: PathLike, cause: Union[str, BaseException]):
+    def __init__(self, path: PathLike, cause: Union[str, BaseException, None] = None):
         self.path = str(path)
         self.cause = cause
+        if cause is None:  # re-raised from a DataLoader worker with the whole message as its argument
+            super().__init__(self.path)
+            return
         reason = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else cause
         super().__init__(f"cannot decode {self.path}: {reason}")
 

@@ -1,0 +1,148 @@
+"""The dataset base class: decoding, clip sampling, transforms and the bad-video policy.
+
+``ds[i]`` returns ``{"video", "label", "index", "path"}``. "video" is float (C, T, H, W) for
+training and for a single test view, and (V, C, T, H, W) for V = num_clips x num_crops test views.
+
+Bad videos:
+
+- training: a video that fails to decode is logged once (path and cause), recorded in
+  ``ds.failures`` (of the process that read it) and in the returned item's "replaced" list,
+  and another random sample is drawn in its place; after ``max_retries`` failures in a row
+  the item raises;
+- testing never substitutes: ``on_error="raise"`` (default) raises ``VideoDecodeError``;
+  ``on_error="skip"`` returns an item with "error" set and no video, which ``collate_clips``
+  leaves out of the batch and lists under "skipped".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import Dataset
+
+from .io import VideoDecodeError, probe, read_frames
+from .sampling import train_clip_indices, uniform_clip_indices
+from .transforms import ClipConfig, build_transforms
+
+logger = logging.getLogger("softpool3d.datasets")
+ON_ERROR = ("raise", "skip")
+
+
+class VideoDataset(Dataset):
+    """Videos with labels: ``samples`` are (absolute path, 0-based label); ``classes[label]`` names it."""
+
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        classes: list[str],
+        *,
+        train: bool,
+        clip: Optional[ClipConfig] = None,
+        backend: str = "auto",
+        on_error: str = "raise",
+        max_retries: int = 10,
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if not samples:
+            raise ValueError("the dataset has no samples")
+        bad = [label for _, label in samples if not 0 <= label < len(classes)]
+        if bad:
+            raise ValueError(f"label {bad[0]} is outside the {len(classes)} classes")
+        self.samples = samples
+        self.classes = classes
+        self.train = train
+        self.clip = clip or ClipConfig()
+        self.backend = backend
+        self.on_error = on_error
+        self.max_retries = max_retries
+        self.failures: list[tuple[str, str]] = []
+        self._logged: set[str] = set()
+        self._transform = build_transforms(self.clip, train)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> torch.Tensor:
+        """The video tensor of sample ``index``; decoding errors propagate."""
+        path = self.samples[index][0]
+        num_frames = probe(path, self.backend).num_frames
+        clip = self.clip
+        if self.train:
+            indices = train_clip_indices(num_frames, clip.clip_len, clip.frame_interval)
+            return self._transform(read_frames(path, indices, self.backend))[0]
+        clips = uniform_clip_indices(num_frames, clip.clip_len, clip.frame_interval, clip.num_clips)
+        frames = read_frames(path, [i for c in clips for i in c], self.backend)
+        views = [view for frames_of_clip in frames.split(clip.clip_len) for view in self._transform(frames_of_clip)]
+        return views[0] if len(views) == 1 else torch.stack(views)
+
+    def _record(self, index: int, error: Exception) -> None:
+        path = self.samples[index][0]
+        self.failures.append((path, str(error)))
+        if path not in self._logged:
+            self._logged.add(path)
+            logger.warning("cannot use %s: %s", path, error)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.samples[index]
+        if not self.train:
+            try:
+                video = self.load(index)
+            except (VideoDecodeError, IndexError) as error:
+                if self.on_error == "raise":
+                    raise
+                self._record(index, error)
+                return {"video": None, "label": label, "index": index, "path": path, "error": str(error)}
+            return {"video": video, "label": label, "index": index, "path": path}
+        replaced: list[str] = []
+        current = index
+        for _ in range(self.max_retries + 1):
+            try:
+                video = self.load(current)
+            except (VideoDecodeError, IndexError) as error:
+                self._record(current, error)
+                replaced.append(self.samples[current][0])
+                current = int(torch.randint(len(self.samples), (1,)))
+                continue
+            path, label = self.samples[current]
+            return {"video": video, "label": label, "index": current, "path": path, "replaced": replaced}
+        raise RuntimeError(
+            f"{self.max_retries + 1} videos in a row could not be decoded (starting at sample {index}); "
+            f"last: {self.failures[-1][0]}: {self.failures[-1][1]}"
+        )
+
+
+def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack a batch, leaving out skipped items, which are listed as (path, error) under "skipped"."""
+    kept = [item for item in batch if item.get("video") is not None]
+    out: dict[str, Any] = {"skipped": [(item["path"], item["error"]) for item in batch if item.get("video") is None]}
+    out["video"] = torch.stack([item["video"] for item in kept]) if kept else torch.empty(0)
+    out["label"] = torch.tensor([item["label"] for item in kept], dtype=torch.long)
+    out["index"] = torch.tensor([item["index"] for item in kept], dtype=torch.long)
+    out["path"] = [item["path"] for item in kept]
+    out["replaced"] = [p for item in kept for p in item.get("replaced", [])]
+    return out
+
+
+def resolve_videos(root: Path, relative: list[tuple[str, int]], list_file: Path) -> list[tuple[str, int]]:
+    """Absolute paths under ``root``; class folders match case-insensitively. Missing files are an error."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video root not found: {root}")
+    folders = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()}
+    samples, missing = [], []
+    for rel, label in relative:
+        path = root / rel
+        if not path.exists() and "/" in rel:
+            folder, rest = rel.split("/", 1)
+            path = root / folders.get(folder.lower(), folder) / rest
+        (samples if path.exists() else missing).append((str(path), label))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(relative)} videos listed in {list_file} are missing under {root}; "
+            f"first: {missing[0][0]}"
+        )
+    return samples
