@@ -1,6 +1,8 @@
 """Video datasets, decoding, clip sampling and transforms."""
 
 from .hmdb51 import HMDB51
+from .kinetics import Kinetics
+from .lists import VideoFolder, VideoList
 from .io import VideoDecodeError, VideoInfo, available_backends, probe, read_frames
 from .synthetic import make_synthmotion
 from .transforms import ClipConfig, build_transforms
@@ -8,6 +10,6 @@ from .ucf101 import UCF101
 from .video_dataset import VideoDataset, collate_clips
 
 __all__ = [
-    "HMDB51", "UCF101", "VideoDataset", "collate_clips", "ClipConfig", "build_transforms",
+    "HMDB51", "Kinetics", "UCF101", "VideoFolder", "VideoList", "VideoDataset", "collate_clips", "ClipConfig", "build_transforms",
     "VideoDecodeError", "VideoInfo", "available_backends", "probe", "read_frames", "make_synthmotion",
 ]

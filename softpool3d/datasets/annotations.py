@@ -153,3 +153,45 @@ def read_rawframe_list(list_file: PathLike) -> list[tuple[str, int, int]]:
     if not samples:
         raise AnnotationError(list_file, 0, "no frame folders listed")
     return samples
+
+
+KINETICS_SPLITS = {"train": "train", "val": "val", "validate": "val", "test": "test"}
+
+
+def read_kinetics_csv(path: PathLike, subset: str) -> list[tuple[str, str, int, int]]:
+    """Rows (label, youtube_id, time_start, time_end) of one subset from an official Kinetics CSV.
+
+    Kinetics-400/600 columns: ``label,youtube_id,time_start,time_end,split,is_cc``; Kinetics-700-2020
+    drops ``is_cc``. Labels may be quoted; the split ``validate`` counts as ``val``.
+    """
+    import csv  # noqa: PLC0415
+
+    if subset not in ("train", "val", "test"):
+        raise ValueError(f"subset must be one of ('train', 'val', 'test'), got {subset!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    rows: list[tuple[str, str, int, int]] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        required = ["label", "youtube_id", "time_start", "time_end", "split"]
+        if header is None or any(name not in header for name in required):
+            raise AnnotationError(path, 1, f"expected a header with {required}, got {header}")
+        col = {name: header.index(name) for name in required}
+        for number, fields in enumerate(reader, start=2):
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) < len(header):
+                raise AnnotationError(path, number, f"expected {len(header)} fields, got {len(fields)}: {fields}")
+            split = KINETICS_SPLITS.get(fields[col["split"]].strip())
+            if split is None:
+                raise AnnotationError(path, number, f"unknown split {fields[col['split']]!r}")
+            if split != subset:
+                continue
+            try:
+                start, end = int(float(fields[col["time_start"]])), int(float(fields[col["time_end"]]))
+            except ValueError:
+                raise AnnotationError(path, number, f"time_start/time_end must be numbers, got {fields}") from None
+            rows.append((fields[col["label"]].strip(), fields[col["youtube_id"]].strip(), start, end))
+    return rows
