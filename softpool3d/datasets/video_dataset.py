@@ -146,3 +146,32 @@ def resolve_videos(root: Path, relative: list[tuple[str, int]], list_file: Path)
             f"first: {missing[0][0]}"
         )
     return samples
+
+
+class FoldDataset(VideoDataset):
+    """A dataset with official folds: ``(root, annotations, fold=1, subset="train")``.
+
+    Subclasses set ``read_split(annotations, fold, subset) -> (relative samples, classes)`` and
+    ``list_name`` (the split file named when a listed video is missing; ``{fold}``/``{subset}`` filled in).
+    """
+
+    read_split = None
+    list_name = ""
+
+    def __init__(
+        self,
+        root,
+        annotations,
+        fold: int = 1,
+        subset: str = "train",
+        *,
+        clip: Optional[ClipConfig] = None,
+        backend: str = "auto",
+        on_error: str = "raise",
+        max_retries: int = 10,
+    ) -> None:
+        relative, classes = type(self).read_split(annotations, fold, subset)
+        list_file = Path(annotations) / self.list_name.format(fold=fold, subset=subset)
+        samples = resolve_videos(Path(root), relative, list_file)
+        super().__init__(samples, classes, train=subset == "train", clip=clip, backend=backend, on_error=on_error,
+                         max_retries=max_retries)

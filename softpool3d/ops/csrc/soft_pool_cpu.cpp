@@ -40,6 +40,11 @@ using at::vec::Vectorized;
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
+// float16/bfloat16 outputs are rounded; their backward recomputes y in float32 from x instead
+// of reading the rounded saved output, whose error would enter (1 + x - y) directly.
+template <typename scalar_t>
+constexpr bool kRecomputeY = !std::is_same_v<scalar_t, acc_type<scalar_t>>;
+
 // Smallest window sum S = sum exp(x - M) that the shared-max path trusts. Above it
 // every term that matters is a normal number; below it the window is recomputed.
 template <typename acc_t>
@@ -417,6 +422,11 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
     s.e.assign(D * H * RW, acc_t(0));  // rows of exp(x - M), zero-padded like the windows
     s.row_sum.resize(D * H * oW);
     s.col_sum.resize(oW);
+    if (kRecomputeY<scalar_t>) {
+      s.ex.resize(RW);
+      s.row_wsum.resize(D * H * oW);
+      s.col_wsum.resize(oW);
+    }
     s.coef_a.resize(out_numel);
     s.coef_b.resize(out_numel);
     s.gather_a.resize(oW);
@@ -435,17 +445,23 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
       } else {
         // 1. e = exp(x - M) for the plane and the window sums S.
         for (int64_t r = 0; r < D * H; ++r) {
-          exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, static_cast<acc_t*>(nullptr));
+          if (kRecomputeY<scalar_t>) {
+            exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, s.ex.data() + off);
+            row_window_sums(aw, s.ex.data(), s.row_wsum.data() + r * oW);
+          } else {
+            exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, static_cast<acc_t*>(nullptr));
+          }
           row_window_sums(aw, s.e.data() + r * RW, s.row_sum.data() + r * oW);
         }
         // 2. Per-window coefficients a = g / S and b = a * (y - M).
         for (int64_t od = 0; od < ad.out; ++od)
           for (int64_t oh = 0; oh < oH; ++oh) {
             sum_rows(s.row_sum.data(), H, oW, window_at(g, od, oh, 0), s.col_sum.data());
+            if (kRecomputeY<scalar_t>) sum_rows(s.row_wsum.data(), H, oW, window_at(g, od, oh, 0), s.col_wsum.data());
             const int64_t base = (od * oH + oh) * oW;
             for (int64_t ow = 0; ow < oW; ++ow) {
               const acc_t S = s.col_sum[ow];
-              const acc_t yv = static_cast<acc_t>(yp[base + ow]);
+              const acc_t yv = kRecomputeY<scalar_t> ? s.col_wsum[ow] / S : static_cast<acc_t>(yp[base + ow]);
               if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
                 const acc_t a = static_cast<acc_t>(gp[base + ow]) / S;
                 s.coef_a[base + ow] = a;
@@ -492,8 +508,9 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
       // 4. Windows the shared max cannot serve, exactly.
       for (const int64_t o : s.slow) {
         const int64_t ow = o % oW, oh = (o / oW) % oH, od = o / (oW * oH);
-        exact_backward(xp, dxp, strides, window_at(g, od, oh, ow), static_cast<double>(gp[o]),
-                       static_cast<double>(yp[o]));
+        const Window win = window_at(g, od, oh, ow);
+        const double yv = kRecomputeY<scalar_t> ? exact_forward(xp, strides, win) : static_cast<double>(yp[o]);
+        exact_backward(xp, dxp, strides, win, static_cast<double>(gp[o]), yv);
       }
     }
   });
@@ -601,6 +618,11 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, a
     s.e.assign(tile_rows * RW, acc_t(0));
     s.col.resize(RW);
     s.sums.resize(oW);
+    if (kRecomputeY<scalar_t>) {
+      s.ex.assign(RW, acc_t(0));
+      s.wcol.resize(RW);
+      s.wsums.resize(oW);
+    }
     s.a_row.resize(RW);
     s.b_row.resize(RW);
     std::vector<acc_t> coef_a(oW), coef_b(oW);
@@ -628,17 +650,24 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, a
           } else {
             // e = exp(x - M) for the tile's rows, and the window sums S.
             std::fill(s.col.begin(), s.col.end(), acc_t(0));
+            if (kRecomputeY<scalar_t>) std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
             int64_t t = 0;
             for (int64_t d = rows.d0; d < rows.d1; ++d)
               for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
                 acc_t* et = s.e.data() + t * RW + off;
-                exp_shifted(xp + (d * H + h) * W, W, M, et, static_cast<acc_t*>(nullptr));
+                if (kRecomputeY<scalar_t>) {
+                  exp_shifted(xp + (d * H + h) * W, W, M, et, s.ex.data() + off);
+                  add_into(s.wcol.data() + off, s.ex.data() + off, W);
+                } else {
+                  exp_shifted(xp + (d * H + h) * W, W, M, et, static_cast<acc_t*>(nullptr));
+                }
                 add_into(s.col.data() + off, et, W);
               }
             row_window_sums(aw, s.col.data(), s.sums.data());
+            if (kRecomputeY<scalar_t>) row_window_sums(aw, s.wcol.data(), s.wsums.data());
             for (int64_t ow = 0; ow < oW; ++ow) {
               const acc_t S = s.sums[ow];
-              const acc_t yv = static_cast<acc_t>(yp[base + ow]);
+              const acc_t yv = kRecomputeY<scalar_t> ? s.wsums[ow] / S : static_cast<acc_t>(yp[base + ow]);
               if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
                 coef_a[ow] = static_cast<acc_t>(gp[base + ow]) / S;
                 coef_b[ow] = coef_a[ow] * (yv - M);
@@ -667,9 +696,12 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, a
                 }
               }
           }
-          for (const int64_t ow : s.slow)
-            exact_backward(xp, dxp, strides, window_at(g, od, oh, ow), static_cast<double>(gp[base + ow]),
-                           static_cast<double>(yp[base + ow]));
+          for (const int64_t ow : s.slow) {
+            const Window win = window_at(g, od, oh, ow);
+            const double yv =
+                kRecomputeY<scalar_t> ? exact_forward(xp, strides, win) : static_cast<double>(yp[base + ow]);
+            exact_backward(xp, dxp, strides, win, static_cast<double>(gp[base + ow]), yv);
+          }
         }
     }
   });
@@ -735,11 +767,11 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scala
   const Strides strides{H * W * C, W * C, C};
   const int64_t out_numel = g.out_numel() * C, in_numel = g.in_numel() * C;
 
-  // 1. Per window and channel: its max m and a = g / S; a = 0 marks an exact window.
-  std::vector<acc_t> coef_m(N * out_numel), coef_a(N * out_numel);
+  // 1. Per window and channel: its max m, y recomputed in acc_t, and a = g / S; a = 0 marks an exact window.
+  std::vector<acc_t> coef_m(N * out_numel), coef_a(N * out_numel), coef_y(N * out_numel);
   std::vector<uint8_t> exact(N * out_numel, 0);
   at::parallel_for(0, N * g.out_numel(), 1, [&](int64_t begin, int64_t end) {
-    alignas(64) acc_t m_lanes[V], s_lanes[V];
+    alignas(64) acc_t m_lanes[V], s_lanes[V], y_lanes[V];
     for (int64_t o = begin; o < end; ++o) {
       const int64_t ow = o % aw.out, oh = (o / aw.out) % ah.out, od = (o / (aw.out * ah.out)) % ad.out;
       const int64_t n = o / g.out_numel();
@@ -752,17 +784,23 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scala
           for (int64_t h = win.h0; h < win.h1; ++h)
             for (int64_t w = win.w0; w < win.w1; ++w)
               m = at::vec::maximum(m, load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count));
-        Vec sum(0);
+        Vec sum(0), wsum(0);
         for (int64_t d = win.d0; d < win.d1; ++d)
           for (int64_t h = win.h0; h < win.h1; ++h)
-            for (int64_t w = win.w0; w < win.w1; ++w)
-              sum = sum + (load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count) - m).exp();
+            for (int64_t w = win.w0; w < win.w1; ++w) {
+              const Vec xv = load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count);
+              const Vec ev = (xv - m).exp();
+              sum = sum + ev;
+              wsum = wsum + ev * xv;
+            }
         m.store(m_lanes);
         sum.store(s_lanes);
+        (wsum / sum).store(y_lanes);
         for (int64_t l = 0; l < count; ++l) {
           const int64_t i = o * C + c + l;
-          const acc_t yv = static_cast<acc_t>(y[i]);
+          const acc_t yv = y_lanes[l];  // as the forward computed it, before rounding to scalar_t
           coef_m[i] = m_lanes[l];
+          coef_y[i] = yv;
           if (std::isfinite(m_lanes[l]) && std::isfinite(yv)) {
             coef_a[i] = static_cast<acc_t>(grad[i]) / s_lanes[l];
           } else {
@@ -792,7 +830,7 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scala
                 const int64_t o = n * out_numel + ((od * ah.out + oh) * aw.out + ow) * C + c;
                 const Vec m = load_acc(coef_m.data() + o, count);
                 const Vec a = load_acc(coef_a.data() + o, count);
-                const Vec yv = load_acc(y + o, count);
+                const Vec yv = load_acc(coef_y.data() + o, count);
                 const Vec ev = (xv - m).exp();
                 const Vec contrib = a * ev * (one + xv - yv);
                 acc = acc + Vec::blendv(zero, contrib, (a != zero) & (ev != zero));
@@ -811,8 +849,10 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scala
         for (int64_t c = 0; c < C; ++c) {
           const int64_t i = n * out_numel + o * C + c;
           if (!exact[i]) continue;
-          exact_backward(x + n * in_numel + c, dx + n * in_numel + c, strides, window_at(g, od, oh, ow),
-                         static_cast<double>(grad[i]), static_cast<double>(y[i]));
+          const Window win = window_at(g, od, oh, ow);
+          const double yv = kRecomputeY<scalar_t> ? exact_forward(x + n * in_numel + c, strides, win)
+                                                  : static_cast<double>(y[i]);
+          exact_backward(x + n * in_numel + c, dx + n * in_numel + c, strides, win, static_cast<double>(grad[i]), yv);
         }
       }
     }
