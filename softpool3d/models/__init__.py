@@ -1,0 +1,40 @@
+"""Model builders: ``build_model(name, num_classes=..., pool=..., head_pool=...)`` and ``list_models()``.
+
+``pool`` ("soft", "max" or "avg") selects every downsampling pooling layer an architecture has;
+``head_pool`` selects the global pool before the classifier ("soft" is global SoftPool).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .resnet3d import r3d_18, r3d_34, r3d_50, r3d_101
+from .video_resnet import mc3_18, r2plus1d_18
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "r3d_18": r3d_18,
+    "r3d_34": r3d_34,
+    "r3d_50": r3d_50,
+    "r3d_101": r3d_101,
+    "r2plus1d_18": r2plus1d_18,
+    "mc3_18": mc3_18,
+}
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def build_model(name: str, **kwargs) -> nn.Module:
+    """Build a model by name; keyword arguments go to its builder (num_classes, pool, head_pool, dropout)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as error:
+        raise TypeError(f"{name}: {error}; its builder takes num_classes, pool, head_pool and dropout") from None
+
+
+__all__ = ["MODELS", "build_model", "list_models", *MODELS]

@@ -1,0 +1,78 @@
+"""Model builders: shapes at two clip sizes, gradients, where SoftPool is, layouts, parameter counts."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from softpool3d import AdaptiveSoftPool3d, SoftPool3d
+from softpool3d.models import build_model, list_models
+
+HAS_POOLS = {"r3d_18", "r3d_34", "r3d_50", "r3d_101"}   # R(2+1)D and MC3 have none outside the head
+CLIPS = [(4, 32, 32), (6, 24, 40)]
+
+
+def count(model, kind):
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_runs_and_trains(seed, name):
+    model = build_model(name, num_classes=5, pool="soft", head_pool="soft")
+    assert count(model, AdaptiveSoftPool3d) == 1
+    assert (count(model, SoftPool3d) > 0) == (name in HAS_POOLS)
+    for clip in CLIPS:
+        out = model(torch.randn(2, 3, *clip))   # batch 2: BatchNorm in training mode needs more than one value
+        assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_max_variant_has_no_softpool_and_channels_last_agrees(seed, name):
+    model = build_model(name, num_classes=3, pool="max", head_pool="avg").eval()
+    assert count(model, SoftPool3d) == count(model, AdaptiveSoftPool3d) == 0
+    soft = build_model(name, num_classes=3, pool="soft").eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = soft(x)
+        soft_cl = soft.to(memory_format=torch.channels_last_3d)
+        got = soft_cl(x.contiguous(memory_format=torch.channels_last_3d))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_parameter_counts():
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # torchvision's R3D-18 has 33,371,472; Hara's 7x7x7 stem adds 3*64*(343-147) = 37,632.
+    assert params(build_model("r3d_18", num_classes=400)) == pytest.approx(33.4e6, rel=0.03)
+    assert params(build_model("r3d_18", num_classes=400)) == 33_371_472 + 37_632
+    # torchvision's published counts.
+    assert params(build_model("r2plus1d_18", num_classes=400)) == 31_505_325
+    assert params(build_model("mc3_18", num_classes=400)) == 11_695_440
+
+
+def test_torchvision_state_dicts_load():
+    for name, tv in (("r2plus1d_18", torchvision.models.video.r2plus1d_18),
+                     ("mc3_18", torchvision.models.video.mc3_18)):
+        build_model(name, num_classes=400, head_pool="soft").load_state_dict(tv().state_dict(), strict=True)
+
+
+def test_torch_compile_r3d_18(seed):
+    torch._dynamo.reset()
+    model = build_model("r3d_18", num_classes=4).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_bad_names_and_arguments():
+    with pytest.raises(ValueError, match="unknown model 'r4d'; choose from .*r3d_18"):
+        build_model("r4d")
+    with pytest.raises(ValueError, match=r"pool must be one of \('soft', 'max', 'avg'\)"):
+        build_model("r3d_18", pool="min")
+    with pytest.raises(ValueError, match="head_pool must be one of"):
+        build_model("mc3_18", head_pool="median")
+    with pytest.raises(TypeError, match="r3d_18: .*takes num_classes, pool, head_pool and dropout"):
+        build_model("r3d_18", depth=3)
+    assert isinstance(build_model("r2plus1d_18", num_classes=2, dropout=0.5).fc[0], nn.Dropout)
