@@ -8,8 +8,8 @@ from torch import nn
 from softpool3d import AdaptiveSoftPool3d, SoftPool3d
 from softpool3d.models import build_model, list_models
 
-HAS_POOLS = {"r3d_18", "r3d_34", "r3d_50", "r3d_101"}   # R(2+1)D and MC3 have none outside the head
-CLIPS = [(4, 32, 32), (6, 24, 40)]
+HAS_POOLS = {"r3d_18", "r3d_34", "r3d_50", "r3d_101", "c3d", "s3d"}   # R(2+1)D and MC3 have none outside the head
+CLIPS = [(6, 32, 32), (8, 24, 40)]   # small, and not the models' native sizes
 
 
 def count(model, kind):
@@ -34,7 +34,7 @@ def test_max_variant_has_no_softpool_and_channels_last_agrees(seed, name):
     model = build_model(name, num_classes=3, pool="max", head_pool="avg").eval()
     assert count(model, SoftPool3d) == count(model, AdaptiveSoftPool3d) == 0
     soft = build_model(name, num_classes=3, pool="soft").eval()
-    x = torch.randn(1, 3, 8, 32, 32)
+    x = torch.randn(1, 3, *CLIPS[0])
     with torch.no_grad():
         expected = soft(x)
         soft_cl = soft.to(memory_format=torch.channels_last_3d)
@@ -47,6 +47,8 @@ def test_parameter_counts():
     # torchvision's R3D-18 has 33,371,472; Hara's 7x7x7 stem adds 3*64*(343-147) = 37,632.
     assert params(build_model("r3d_18", num_classes=400)) == pytest.approx(33.4e6, rel=0.03)
     assert params(build_model("r3d_18", num_classes=400)) == 33_371_472 + 37_632
+    # Tran et al.'s C3D with fc6/fc7 at 4096 and 101 classes: about 78M.
+    assert params(build_model("c3d", num_classes=101)) == pytest.approx(78e6, rel=0.03)
     # torchvision's published counts.
     assert params(build_model("r2plus1d_18", num_classes=400)) == 31_505_325
     assert params(build_model("mc3_18", num_classes=400)) == 11_695_440

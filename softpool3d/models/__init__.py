@@ -10,7 +10,9 @@ from typing import Callable
 
 from torch import nn
 
+from .c3d import c3d
 from .resnet3d import r3d_18, r3d_34, r3d_50, r3d_101
+from .s3d import s3d
 from .video_resnet import mc3_18, r2plus1d_18
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -20,6 +22,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "r3d_101": r3d_101,
     "r2plus1d_18": r2plus1d_18,
     "mc3_18": mc3_18,
+    "c3d": c3d,
+    "s3d": s3d,
 }
 
 

@@ -15,17 +15,17 @@ def check_kind(kind: str, argument: str) -> str:
     return kind
 
 
-def pool3d(kind: str, kernel_size, stride, padding=0) -> nn.Module:
+def pool3d(kind: str, kernel_size, stride, padding=0, ceil_mode: bool = False) -> nn.Module:
     """A 3D downsampling pool of the given kind (average pooling excludes padding, like SoftPool)."""
     check_kind(kind, "pool")
     if kind == "soft":
-        return SoftPool3d(kernel_size, stride, padding)
+        return SoftPool3d(kernel_size, stride, padding, ceil_mode)
     if kind == "max":
-        return nn.MaxPool3d(kernel_size, stride, padding)
-    return nn.AvgPool3d(kernel_size, stride, padding, count_include_pad=False)
+        return nn.MaxPool3d(kernel_size, stride, padding, ceil_mode=ceil_mode)
+    return nn.AvgPool3d(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
 
 
-def global_pool3d(kind: str) -> nn.Module:
-    """The global pool before the classifier: (N, C, T, H, W) -> (N, C, 1, 1, 1)."""
+def global_pool3d(kind: str, output_size=1) -> nn.Module:
+    """The adaptive pool before the classifier: (N, C, T, H, W) -> (N, C, *output_size); 1 is global."""
     check_kind(kind, "head_pool")
-    return {"soft": AdaptiveSoftPool3d, "max": nn.AdaptiveMaxPool3d, "avg": nn.AdaptiveAvgPool3d}[kind](1)
+    return {"soft": AdaptiveSoftPool3d, "max": nn.AdaptiveMaxPool3d, "avg": nn.AdaptiveAvgPool3d}[kind](output_size)
