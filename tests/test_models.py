@@ -16,7 +16,7 @@ def count(model, kind):
     return sum(isinstance(m, kind) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_every_model_builds_runs_and_trains(seed, name):
     model = build_model(name, num_classes=5, pool="soft", head_pool="soft")
     assert count(model, AdaptiveSoftPool3d) == 1
@@ -29,7 +29,7 @@ def test_every_model_builds_runs_and_trains(seed, name):
     assert not missing, missing
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("video"))
 def test_max_variant_has_no_softpool_and_channels_last_agrees(seed, name):
     model = build_model(name, num_classes=3, pool="max", head_pool="avg").eval()
     assert count(model, SoftPool3d) == count(model, AdaptiveSoftPool3d) == 0

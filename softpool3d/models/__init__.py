@@ -11,11 +11,13 @@ from typing import Callable
 from torch import nn
 
 from .c3d import c3d
+from .image import IMAGE_MODELS
 from .resnet3d import r3d_18, r3d_34, r3d_50, r3d_101
 from .s3d import s3d
 from .video_resnet import mc3_18, r2plus1d_18
+from .weights import load_weights
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {
     "r3d_18": r3d_18,
     "r3d_34": r3d_34,
     "r3d_50": r3d_50,
@@ -25,10 +27,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "c3d": c3d,
     "s3d": s3d,
 }
+MODELS: dict[str, Callable[..., nn.Module]] = {**VIDEO_MODELS, **IMAGE_MODELS}
 
 
-def list_models() -> list[str]:
-    return sorted(MODELS)
+def list_models(kind: str = "all") -> list[str]:
+    """Model names: ``kind`` is "all", "video" (input (N, 3, T, H, W)) or "image" (input (N, 3, H, W))."""
+    groups = {"all": MODELS, "video": VIDEO_MODELS, "image": IMAGE_MODELS}
+    if kind not in groups:
+        raise ValueError(f"kind must be one of {tuple(groups)}, got {kind!r}")
+    return sorted(groups[kind])
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
@@ -38,7 +45,8 @@ def build_model(name: str, **kwargs) -> nn.Module:
     try:
         return MODELS[name](**kwargs)
     except TypeError as error:
-        raise TypeError(f"{name}: {error}; its builder takes num_classes, pool, head_pool and dropout") from None
+        takes = "num_classes, pool, head_pool and dropout" if name in VIDEO_MODELS else "num_classes, pool and head_pool"
+        raise TypeError(f"{name}: {error}; its builder takes {takes}") from None
 
 
-__all__ = ["MODELS", "build_model", "list_models", *MODELS]
+__all__ = ["MODELS", "VIDEO_MODELS", "IMAGE_MODELS", "build_model", "list_models", "load_weights"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..nn import AdaptiveSoftPool3d, SoftPool3d
+from ..nn import AdaptiveSoftPool2d, AdaptiveSoftPool3d, SoftPool2d, SoftPool3d
 
 POOL_KINDS = ("soft", "max", "avg")
 
@@ -29,3 +29,19 @@ def global_pool3d(kind: str, output_size=1) -> nn.Module:
     """The adaptive pool before the classifier: (N, C, T, H, W) -> (N, C, *output_size); 1 is global."""
     check_kind(kind, "head_pool")
     return {"soft": AdaptiveSoftPool3d, "max": nn.AdaptiveMaxPool3d, "avg": nn.AdaptiveAvgPool3d}[kind](output_size)
+
+
+def pool2d(kind: str, kernel_size, stride, padding=0) -> nn.Module:
+    """A 2D downsampling pool of the given kind."""
+    check_kind(kind, "pool")
+    if kind == "soft":
+        return SoftPool2d(kernel_size, stride, padding)
+    if kind == "max":
+        return nn.MaxPool2d(kernel_size, stride, padding)
+    return nn.AvgPool2d(kernel_size, stride, padding, count_include_pad=False)
+
+
+def global_pool2d(kind: str) -> nn.Module:
+    """(N, C, H, W) -> (N, C, 1, 1)."""
+    check_kind(kind, "head_pool")
+    return {"soft": AdaptiveSoftPool2d, "max": nn.AdaptiveMaxPool2d, "avg": nn.AdaptiveAvgPool2d}[kind](1)
