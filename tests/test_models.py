@@ -8,7 +8,7 @@ from torch import nn
 from softpool3d import AdaptiveSoftPool3d, SoftPool3d
 from softpool3d.models import build_model, list_models
 
-HAS_POOLS = {"r3d_18", "r3d_34", "r3d_50", "r3d_101", "c3d", "s3d"}   # R(2+1)D and MC3 have none outside the head
+HAS_POOLS = {"r3d_18", "r3d_34", "r3d_50", "r3d_101", "i3d_r50", "c3d", "s3d"}   # R(2+1)D and MC3 have none outside the head
 CLIPS = [(6, 32, 32), (8, 24, 40)]   # small, and not the models' native sizes
 
 
@@ -52,6 +52,15 @@ def test_parameter_counts():
     # torchvision's published counts.
     assert params(build_model("r2plus1d_18", num_classes=400)) == 31_505_325
     assert params(build_model("mc3_18", num_classes=400)) == 11_695_440
+
+
+def test_i3d_pools_where_the_recipe_says():
+    model = build_model("i3d_r50", num_classes=4)
+    assert (model.pool1.kernel_size, model.pool1.stride) == ((1, 3, 3), (1, 2, 2))
+    assert (model.pool2.kernel_size, model.pool2.stride) == ((2, 1, 1), (2, 1, 1))
+    assert [b.body[0].kernel_size[0] for b in model.res3] == [3, 1, 3, 1]
+    params = sum(p.numel() for p in model.parameters())
+    assert 26e6 < params < 30e6, params    # ResNet-50's 25.6M plus the temporal kernels
 
 
 def test_torchvision_state_dicts_load():

@@ -11,6 +11,7 @@ from typing import Callable
 from torch import nn
 
 from .c3d import c3d
+from .i3d import i3d_r50
 from .image import IMAGE_MODELS
 from .resnet3d import r3d_18, r3d_34, r3d_50, r3d_101
 from .s3d import s3d
@@ -24,6 +25,7 @@ VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {
     "r3d_101": r3d_101,
     "r2plus1d_18": r2plus1d_18,
     "mc3_18": mc3_18,
+    "i3d_r50": i3d_r50,
     "c3d": c3d,
     "s3d": s3d,
 }
