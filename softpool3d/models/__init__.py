@@ -16,6 +16,7 @@ from .image import IMAGE_MODELS
 from .resnet3d import r3d_18, r3d_34, r3d_50, r3d_101
 from .s3d import s3d
 from .video_resnet import mc3_18, r2plus1d_18
+from .x3d import x3d_m, x3d_s, x3d_xs
 from .weights import load_weights
 
 VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -28,6 +29,9 @@ VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {
     "i3d_r50": i3d_r50,
     "c3d": c3d,
     "s3d": s3d,
+    "x3d_xs": x3d_xs,
+    "x3d_s": x3d_s,
+    "x3d_m": x3d_m,
 }
 MODELS: dict[str, Callable[..., nn.Module]] = {**VIDEO_MODELS, **IMAGE_MODELS}
 
