@@ -14,6 +14,7 @@ graph break and ``torch.library.opcheck`` passes.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -30,19 +31,46 @@ from ._geometry import (
     pool_windows,
 )
 
-BACKENDS = ("auto", "cpp", "reference")
+BACKENDS = ("auto", "cpp", "triton", "reference")
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip() == "1"
+
+
+@functools.cache
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 def backend_for(x: Tensor) -> str:
-    """Name the implementation that serves ``x``: ``"cpp"`` or ``"reference"``.
+    """Name the implementation that serves ``x``: ``"cpp"``, ``"triton"`` or ``"reference"``.
 
-    ``SOFTPOOL3D_BACKEND`` (``auto``, ``cpp`` or ``reference``) overrides the choice.
+    CPU tensors get the C++ kernel; CUDA tensors get the Triton kernels when
+    Triton is installed (float64 included, accumulated in float64). Anything
+    else, or a failed C++ build, gets the PyTorch reference.
+    ``SOFTPOOL3D_BACKEND`` (``auto``, ``cpp``, ``triton`` or ``reference``)
+    overrides the choice; ``triton`` serves CPU tensors too when
+    ``TRITON_INTERPRET=1`` was set before Triton was imported (Triton's interpreter).
     """
     choice = os.environ.get("SOFTPOOL3D_BACKEND", "auto").strip().lower() or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"SOFTPOOL3D_BACKEND={choice!r} is not one of {', '.join(BACKENDS)}")
     if choice == "reference":
         return "reference"
+    if choice == "triton":
+        if not _triton_available():
+            raise RuntimeError("SOFTPOOL3D_BACKEND=triton but Triton is not installed")
+        if x.device.type != "cuda" and not (x.device.type == "cpu" and _interpreting()):
+            raise ValueError(
+                f"SOFTPOOL3D_BACKEND=triton cannot serve a tensor on {x.device}; "
+                "for CPU tensors set TRITON_INTERPRET=1 before Triton is imported"
+            )
+        return "triton"
     cpp_ok = x.device.type == "cpu" and x.dtype in FLOAT_DTYPES
     if choice == "cpp":
         if not cpp_ok:
@@ -50,18 +78,33 @@ def backend_for(x: Tensor) -> str:
         if not cpu.load():
             raise RuntimeError("SOFTPOOL3D_BACKEND=cpp but the C++ CPU kernel could not be built")
         return "cpp"
+    if x.device.type == "cuda" and _triton_available():
+        return "triton"
     return "cpp" if cpp_ok and cpu.load() else "reference"
 
 
+def _gpu():
+    # Imported on first use: Triton reads TRITON_INTERPRET when the kernels are defined.
+    from . import gpu  # noqa: PLC0415
+
+    return gpu
+
+
 def _forward(x: Tensor, windows: Windows) -> Tensor:
-    if backend_for(x) == "cpp":
+    backend = backend_for(x)
+    if backend == "cpp":
         return cpu.forward(x, flat_windows(windows))
+    if backend == "triton":
+        return _gpu().forward(x, windows)
     return reference.forward(x, windows)
 
 
 def _backward(grad: Tensor, x: Tensor, y: Tensor, windows: Windows) -> Tensor:
-    if backend_for(x) == "cpp":
+    backend = backend_for(x)
+    if backend == "cpp":
         return cpu.backward(grad, x, y, flat_windows(windows))
+    if backend == "triton":
+        return _gpu().backward(grad, x, y, windows)
     return reference.backward(grad, x, y, windows)
 
 
