@@ -1,4 +1,4 @@
-# make run   - the main job (until the training tools land: the operator benchmark)
+# make run   - the main job: train and test a SoftPool 3D ResNet-10 on SynthMotion (generated on first use)
 # make test  - the test suite
 # make install - create .venv, install the package and prebuild the C++ kernel
 # Each target creates .venv when it is missing, so a fresh clone needs nothing else.
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 	$(PY) -c "from softpool3d.ops import cpu; import sys; ok = cpu.load(); print('C++ CPU kernel', cpu.capability(), 'ready' if ok else 'NOT built'); sys.exit(not ok)"
 
+MAIN_CONFIG := configs/synthmotion.yaml
+MAIN_RUN    := runs/synthmotion_r3d_10_soft
+
 run: install
-	$(PY) tools/benchmark_ops.py --quick
+	$(PY) tools/train.py --config $(MAIN_CONFIG)
+	$(PY) tools/test.py --config $(MAIN_CONFIG) --checkpoint $(MAIN_RUN)/best.pt
 
 bench: install
 	$(PY) tools/benchmark_ops.py

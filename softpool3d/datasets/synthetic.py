@@ -15,8 +15,8 @@ through the UCF-101 code path:
     root/videos/<Class>/v_<Class>_gGG_cCC.mp4
     root/annotations/classInd.txt, trainlist01.txt, testlist01.txt   (CRLF, 1-based, as UCF's)
 
-Videos of one group share a background, like UCF's groups share an actor and a scene, and
-the split is by group (the first 30% of the groups are the test set), as in UCF-101.
+Every video has its own background, so a model cannot tell the classes apart by memorising
+scenes, and the split is by group (the first 30% of the groups are the test set), as in UCF-101.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ CLASSES = (
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A smooth colour texture with fine grain: (size, size, 3) float in [0, 255]."""
-    coarse = rng.uniform(40, 200, size=(6, 6, 3))
+    coarse = rng.uniform(70, 180, size=(6, 6, 3))
     grid = np.linspace(0, 5, size)
     i0 = np.floor(grid).astype(int).clip(0, 4)
     t = (grid - i0)[:, None]
     rows = coarse[i0] * (1 - t[..., None]) + coarse[i0 + 1] * t[..., None]          # (size, 6, 3)
     smooth = rows[:, i0] * (1 - t.T[..., None]) + rows[:, i0 + 1] * t.T[..., None]   # (size, size, 3)
-    return smooth + rng.normal(0, 12, size=(size, size, 3))
+    return smooth + rng.normal(0, 8, size=(size, size, 3))
 
 
 def _bar_mask(size: int, cx: float, cy: float, length: float, width: float, angle: float) -> np.ndarray:
@@ -92,7 +92,8 @@ def _trajectory(label: str, rng: np.random.Generator, frames: int, size: int):
 def render_video(label: str, rng: np.random.Generator, background: np.ndarray, frames: int) -> np.ndarray:
     """One clip of class ``label``: uint8 (frames, size, size, 3)."""
     size = background.shape[0]
-    colour = rng.uniform(0, 255, size=3)
+    # A bar much darker or much brighter than the mid-grey background, so it stands out.
+    colour = rng.uniform(0, 30, size=3) if rng.random() < 0.5 else rng.uniform(225, 255, size=3)
     length = rng.uniform(0.25, 0.4) * size
     width = max(2.0, rng.uniform(0.06, 0.1) * size)
     cx, cy, scale, angle = _trajectory(label, rng, frames, size)
@@ -162,14 +163,14 @@ def make_synthmotion(
     root = Path(root)
     classes = CLASSES[:num_classes]
     test_groups = max(1, round(0.3 * groups))
-    backgrounds = [_background(np.random.default_rng([seed, 1, g]), size) for g in range(groups)]
     train_lines, test_lines = [], []
     for label_index, label in enumerate(classes):
         for v in range(videos_per_class):
             group, clip = v % groups, v // groups
             name = f"{label}/v_{label}_g{group + 1:02d}_c{clip + 1:02d}.mp4"
             rng = np.random.default_rng([seed, 2, label_index, v])
-            write_video(root / "videos" / name, render_video(label, rng, backgrounds[group], frames), fps)
+            background = _background(np.random.default_rng([seed, 1, label_index, v]), size)
+            write_video(root / "videos" / name, render_video(label, rng, background, frames), fps)
             if group < test_groups:
                 test_lines.append(name)
             else:

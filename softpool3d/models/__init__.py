@@ -13,13 +13,14 @@ from torch import nn
 from .c3d import c3d
 from .i3d import i3d_r50
 from .image import IMAGE_MODELS
-from .resnet3d import r3d_18, r3d_34, r3d_50, r3d_101
+from .resnet3d import r3d_10, r3d_18, r3d_34, r3d_50, r3d_101
 from .s3d import s3d
 from .video_resnet import mc3_18, r2plus1d_18
 from .x3d import x3d_m, x3d_s, x3d_xs
 from .weights import load_weights
 
 VIDEO_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "r3d_10": r3d_10,
     "r3d_18": r3d_18,
     "r3d_34": r3d_34,
     "r3d_50": r3d_50,

@@ -83,6 +83,11 @@ class ResNet3d(nn.Module):
         return self.fc(self.dropout(self.head_pool(x).flatten(1)))
 
 
+def r3d_10(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> ResNet3d:
+    """3D ResNet-10 (basic blocks 1-1-1-1), Hara et al.'s lightest."""
+    return ResNet3d(BasicBlock, [1, 1, 1, 1], num_classes=num_classes, pool=pool, head_pool=head_pool, dropout=dropout)
+
+
 def r3d_18(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> ResNet3d:
     """3D ResNet-18 (basic blocks 2-2-2-2)."""
     return ResNet3d(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, pool=pool, head_pool=head_pool, dropout=dropout)

@@ -1,0 +1,102 @@
+"""Training checkpoints: written atomically, read with ``weights_only=True``.
+
+A checkpoint is a dict of tensors and plain Python values only: model, optimizer, scheduler and
+scaler state dicts, epoch, step, the batch within the epoch, RNG states, the config and the class
+names. ``save_checkpoint`` writes a temporary file in the same folder, flushes it to disk and
+renames it over the target, so a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+logger = logging.getLogger("softpool3d.engine")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read (truncated, corrupt, or not ours); the message names the file."""
+
+
+def save_checkpoint(state: dict[str, Any], path: Union[str, Path]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (``weights_only=True``: tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several types for a damaged file
+        raise CheckpointError(
+            f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            "it is truncated or corrupt - use another checkpoint (e.g. best.pt) or start afresh"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a softpool3d training checkpoint (no 'model' entry)")
+    return state
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The qualified name of the last module with parameters: the classifier."""
+    last = ""
+    for name, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            last = name
+    return last
+
+
+def load_pretrained(model: nn.Module, path: Union[str, Path]) -> list[str]:
+    """Fine-tuning: load a checkpoint's weights; a classifier whose class count differs is re-initialised.
+
+    Returns the re-initialised keys. Any other mismatch is an error naming the keys.
+    """
+    state = load_checkpoint(path)["model"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    head = classifier_name(model)
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    wrong = [k for k in skipped if not k.startswith(head + ".")]
+    if wrong:
+        raise CheckpointError(f"{path}: shapes differ outside the classifier '{head}': {wrong[:5]}")
+    for key in skipped:
+        del state[key]
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in skipped]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{path} does not match the model: missing {missing[:5]}, "
+                              f"unexpected {list(result.unexpected_keys)[:5]}")
+    if skipped:
+        logger.info("re-initialised %s (the class count differs from %s)", ", ".join(skipped), path)
+    return skipped

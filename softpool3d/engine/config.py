@@ -1,0 +1,253 @@
+"""Experiment configs: YAML files checked against a typed schema, with ``key=value`` overrides.
+
+A YAML file may name other files it builds on, merged first, in order, with paths relative to it::
+
+    base: [../datasets/ucf101.yaml, ../models/r3d_18.yaml]
+    model: {pool: max}
+
+An unknown key is an error that names it and suggests the closest valid key; a value of the
+wrong type is an error that names the key. YAML is parsed safely (no tags, no code).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+DATASETS = ("synthmotion", "ucf101", "hmdb51", "kinetics", "list", "folder")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "r3d_18"
+    pool: str = "soft"                  # soft | max | avg: the model's pooling layers
+    head_pool: str = "avg"              # the global pool before the classifier
+    dropout: float = 0.0
+    pretrained: Optional[str] = None    # a checkpoint to fine-tune from; a classifier of another size is re-initialised
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthmotion"        # one of DATASETS
+    root: str = "data/synthmotion"      # the videos (for synthmotion: the folder it is generated into)
+    annotations: Optional[str] = None   # ucf101, hmdb51: the folder of official split files
+    fold: int = 1                       # ucf101, hmdb51: official fold 1-3
+    train_list: Optional[str] = None    # kinetics: the train CSV; list: the train list file
+    val_list: Optional[str] = None      # kinetics: the validate CSV; list: the val list file
+    classes: Optional[str] = None       # kinetics, list: a file with one class name per line
+    clip_len: int = 16
+    frame_interval: int = 2
+    short_side: int = 128
+    crop_size: int = 112
+    min_area: float = 0.25
+    flip: bool = True
+    backend: str = "auto"               # video decoder: auto | pyav | torchcodec | decord
+    num_workers: int = 4
+    generate: bool = True               # synthmotion: generate the dataset when it is absent
+    synth_videos_per_class: int = 30
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"                   # sgd | adamw
+    lr: float = 0.1                     # for a total batch of 64 (scaled linearly, see train.scale_lr)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 1.0
+    warmup_start_factor: float = 0.1
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16                # per process
+    accumulate: int = 1                 # optimizer step every N batches
+    label_smoothing: float = 0.0
+    clip_grad_norm: Optional[float] = None
+    amp: str = "none"                   # none | bf16 | fp16 (fp16 needs a GPU and uses a GradScaler)
+    channels_last: bool = False         # channels_last_3d memory format for model and clips
+    compile: bool = False               # torch.compile the model
+    device: str = "auto"                # auto | cpu | cuda
+    scale_lr: bool = True               # lr *= total batch / 64
+    val_every: int = 1                  # epochs between clip-level validations (0: never)
+    log_every: int = 10                 # steps between TensorBoard points
+    stop_after_steps: Optional[int] = None   # save last.pt and stop after this many optimizer steps
+    progress: bool = True               # tqdm bar on rank 0
+
+
+@dataclass
+class TestConfig:
+    views: str = "10x3"                 # num_clips x num_crops per video
+    batch_size: int = 4
+    on_error: str = "skip"              # skip | raise: what an undecodable test video does
+    output_dir: Optional[str] = None    # default: <run folder>/test
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "synthmotion_r3d_18_soft"
+    output_dir: str = "runs"            # the run folder is <output_dir>/<name>
+    seed: int = 0
+    resume: Optional[str] = None        # auto (<run folder>/last.pt if present) or a checkpoint path
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the key and the source."""
+
+
+def _valid_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key in node:
+        full = f"{prefix}{key}"
+        keys.append(full)
+        value = node._get_node(key)
+        if isinstance(value, DictConfig):
+            keys += _valid_keys(value, f"{full}.")
+    return keys
+
+
+def _suggest(key: str, valid: list[str]) -> Optional[str]:
+    """The valid key closest to ``key``: a sibling first, then any key, then any key with a close last part."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in valid if k.rpartition(".")[0] == parent]
+    for pool, word in ((siblings, key), (valid, key)):
+        close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+        if close:
+            return close[0]
+    leaves = {k.rpartition(".")[2]: k for k in valid}
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
+    return leaves[close[0]] if close else None
+
+
+def _explain(error: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
+    key = getattr(error, "full_key", None) or ""
+    if isinstance(error, ConfigKeyError):
+        close = _suggest(key, _valid_keys(schema))
+        hint = f"; did you mean '{close}'?" if close else ""
+        return ConfigError(f"{source}: unknown config key '{key}'{hint}")
+    if isinstance(error, ValidationError):
+        return ConfigError(f"{source}: bad value for '{key}': {str(getattr(error, 'msg', error)).splitlines()[0]}")
+    return ConfigError(f"{source}: {error}")
+
+
+def _apply_overrides(config: DictConfig, schema: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.05")
+        try:
+            config = OmegaConf.merge(config, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as error:
+            raise _explain(error, schema, f"override {item!r}") from None
+    return config
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]]:
+    """The file and the files it builds on (``base``), as (mapping, source name) pairs, bases first."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' files include each other in a cycle")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    layers = []
+    for base in bases:
+        layers += _read_yaml(path.parent / base, seen + (path,))
+    return layers + [(data, str(path))]
+
+
+def load_config(path: Union[str, Path, None] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """The schema's defaults, then the YAML file (and its bases), then ``key=value`` overrides.
+
+    Returns a read-only OmegaConf config typed by ``ExperimentConfig``; raises ConfigError.
+    """
+    schema = OmegaConf.structured(ExperimentConfig)
+    config = schema
+    layers = _read_yaml(Path(path)) if path is not None else []
+    for data, source in layers:
+        try:
+            config = OmegaConf.merge(config, OmegaConf.create(data))
+        except OmegaConfBaseException as error:
+            raise _explain(error, schema, source) from None
+    config = _apply_overrides(config, schema, overrides)
+    check(config)
+    OmegaConf.set_readonly(config, True)
+    return config
+
+
+def check(config: DictConfig) -> None:
+    """Value checks the types cannot express."""
+    choices = {
+        "data.dataset": (config.data.dataset, DATASETS),
+        "model.pool": (config.model.pool, ("soft", "max", "avg")),
+        "optim.name": (config.optim.name, ("sgd", "adamw")),
+        "train.amp": (config.train.amp, ("none", "bf16", "fp16")),
+        "train.device": (config.train.device, ("auto", "cpu", "cuda")),
+        "test.on_error": (config.test.on_error, ("skip", "raise")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
+                "train.accumulate": config.train.accumulate, "data.clip_len": config.data.clip_len,
+                "data.frame_interval": config.data.frame_interval, "test.batch_size": config.test.batch_size}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if config.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    parse_views(config.test.views)
+
+
+def parse_views(views: str) -> tuple[int, int]:
+    """'10x3' -> (num_clips=10, num_crops=3); crops must be 1 or 3."""
+    try:
+        clips, crops = (int(part) for part in str(views).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"test.views={views!r} must look like CLIPSxCROPS, e.g. 10x3") from None
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"test.views={views!r}: clips must be >= 1 and crops 1 or 3")
+    return clips, crops
+
+
+def save_config(config: DictConfig, path: Union[str, Path]) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(config))
+
+
+def to_plain(config: DictConfig) -> dict:
+    """The config as plain dicts, lists and scalars (what a checkpoint stores)."""
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def from_plain(data: dict, overrides: Sequence[str] = ()) -> DictConfig:
+    """A config stored in a checkpoint, validated against today's schema, with overrides."""
+    schema = OmegaConf.structured(ExperimentConfig)
+    try:
+        config = OmegaConf.merge(schema, OmegaConf.create(data))
+    except OmegaConfBaseException as error:
+        raise _explain(error, schema, "the checkpoint's config") from None
+    config = _apply_overrides(config, schema, overrides)
+    check(config)
+    OmegaConf.set_readonly(config, True)
+    return config

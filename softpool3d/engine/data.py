@@ -1,0 +1,167 @@
+"""Datasets and loaders from a config, and the sampling that makes training reproducible.
+
+Training data is a pure function of (seed, epoch, sample index): the order comes from a
+``DistributedSampler`` seeded with the config's seed and the epoch, and each sample's random
+clip and crop from an RNG seeded with (seed, epoch, index) (``SeededSamples``). A run resumed
+mid-epoch therefore sees the very batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from ..datasets import HMDB51, UCF101, ClipConfig, Kinetics, VideoDataset, VideoFolder, VideoList, collate_clips
+from ..datasets.kinetics import read_class_list
+from ..datasets.synthetic import make_synthmotion
+
+
+class DataError(ValueError):
+    """A data problem found before training: the message says what to fix."""
+
+
+def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConfig:
+    data = config.data
+    return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
+                      crop_size=data.crop_size, min_area=data.min_area, flip=data.flip,
+                      num_clips=views[0], num_crops=views[1])
+
+
+def synthmotion_paths(root: Path) -> tuple[Path, Path]:
+    return root / "videos", root / "annotations"
+
+
+def ensure_synthmotion(config: DictConfig) -> None:
+    """Generate SynthMotion under ``data.root`` when it is absent and ``data.generate`` allows it."""
+    root = Path(config.data.root)
+    videos, annotations = synthmotion_paths(root)
+    if (annotations / "classInd.txt").is_file():
+        return
+    if not config.data.generate:
+        raise DataError(f"SynthMotion is not under data.root={root}; set data.generate=true to make it")
+    make_synthmotion(root, videos_per_class=config.data.synth_videos_per_class, seed=0)
+
+
+def _required(config: DictConfig, key: str) -> str:
+    value = config.data[key]
+    if not value:
+        raise DataError(f"data.{key} must be set for data.dataset={config.data.dataset}")
+    return value
+
+
+def build_dataset(config: DictConfig, subset: str, *, views: tuple[int, int] = (1, 1),
+                  on_error: str = "raise") -> VideoDataset:
+    """The train, val or test dataset that ``config`` describes. val and test are the same held-out split."""
+    data = config.data
+    train = subset == "train"
+    common = dict(clip=clip_config(config, views), on_error=on_error)
+    try:
+        if data.dataset == "synthmotion":
+            videos, annotations = synthmotion_paths(Path(data.root))
+            return UCF101(videos, annotations, fold=1, subset="train" if train else "test", backend=data.backend,
+                          **common)
+        if data.dataset in ("ucf101", "hmdb51"):
+            kind = UCF101 if data.dataset == "ucf101" else HMDB51
+            return kind(data.root, _required(config, "annotations"), fold=data.fold,
+                        subset="train" if train else "test", backend=data.backend, **common)
+        if data.dataset == "kinetics":
+            csv = _required(config, "train_list" if train else "val_list")
+            return Kinetics(data.root, csv, subset="train" if train else "val", classes=data.classes,
+                            backend=data.backend, **common)
+        if data.dataset == "list":
+            list_file = _required(config, "train_list" if train else "val_list")
+            classes = read_class_list(data.classes) if data.classes else None
+            return VideoList(list_file, data.root, subset="train" if train else "val", classes=classes,
+                             backend=data.backend, **common)
+        return VideoFolder(Path(data.root) / ("train" if train else "val"), subset="train" if train else "val",
+                           backend=data.backend, **common)
+    except DataError:
+        raise
+    except (FileNotFoundError, ValueError) as error:
+        raise DataError(f"{data.dataset} {subset} data: {error} (check data.root / data.annotations / "
+                        f"data.train_list / data.val_list)") from None
+
+
+def check_classes(train: VideoDataset, held_out: VideoDataset) -> None:
+    if list(train.classes) != list(held_out.classes):
+        only_train = sorted(set(train.classes) - set(held_out.classes))[:5]
+        only_val = sorted(set(held_out.classes) - set(train.classes))[:5]
+        raise DataError(
+            f"train and val class lists differ ({len(train.classes)} vs {len(held_out.classes)} classes; "
+            f"only in train: {only_train}, only in val: {only_val}); give both the same data.classes file"
+        )
+
+
+class SeededSamples(Dataset):
+    """Wraps a training dataset so that sample ``i`` in epoch ``e`` draws its randomness from seed (seed, e, i)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2**63
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            state = random.getstate()
+            random.seed(seed)
+            try:
+                return self.dataset[index]
+            finally:
+                random.setstate(state)
+
+
+class SkipFirst(Sampler):
+    """The indices of ``sampler`` after the first ``skip``: where a resumed epoch picks up."""
+
+    def __init__(self, sampler: Sampler, skip: int) -> None:
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        for position, index in enumerate(self.sampler):
+            if position >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
+class Shard(Sampler):
+    """Indices rank, rank + world, ...: every sample on exactly one rank, none repeated (for evaluation)."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_sampler(dataset: Dataset, config: DictConfig, rank: int, world_size: int) -> DistributedSampler:
+    # drop_last keeps the ranks in step: each rank gets the same number of batches.
+    return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed,
+                              drop_last=True)
+
+
+def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConfig, *, train: bool) -> DataLoader:
+    workers = config.data.num_workers
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
+        pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )

@@ -1,0 +1,179 @@
+"""Clip- and video-level evaluation, correct under DDP, with torchmetrics.
+
+Each video gives V = num_clips x num_crops views. A view on its own is a "clip" prediction; the
+mean of a video's view softmax scores is its "video" prediction. Under DDP each rank scores a
+disjoint shard of the videos (no padding, no repeats); rank 0 gathers the scores by video index,
+so every video is counted exactly once whatever the world size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from tqdm import tqdm
+
+from . import distributed
+
+
+@dataclass
+class Scores:
+    """Per video, in dataset order: label, view softmax scores (V, num_classes); and the skipped videos."""
+
+    index: torch.Tensor                 # (N,)
+    label: torch.Tensor                 # (N,)
+    view_probs: torch.Tensor            # (N, V, num_classes)
+    paths: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def video_probs(self) -> torch.Tensor:
+        return self.view_probs.mean(1)
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def score_videos(model: nn.Module, batches: DataLoader, device: torch.device, *, amp: str = "none",
+                 channels_last: bool = False, progress: bool = False) -> Optional[Scores]:
+    """Softmax scores of every view of every video this rank's loader yields, gathered on rank 0.
+
+    Returns the Scores of all ranks on rank 0 (sorted by video index) and None on the others.
+    """
+    model.eval()
+    index, label, probs, paths, skipped = [], [], [], [], []
+    for batch in tqdm(batches, desc="eval", disable=not progress, leave=False):
+        skipped += batch["skipped"]
+        if not batch["label"].numel():
+            continue
+        video = batch["video"].to(device, non_blocking=True)
+        if video.dim() == 5:                        # one view per video
+            video = video.unsqueeze(1)
+        b, v = video.shape[:2]
+        video = video.flatten(0, 1)
+        if channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(device, amp):
+            logits = model(video)
+        probs.append(torch.softmax(logits.float(), dim=1).view(b, v, -1).cpu())
+        index.append(batch["index"])
+        label.append(batch["label"])
+        paths += batch["path"]
+    local = (index, label, probs, paths, skipped)
+    parts = distributed.gather_objects(local)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    all_index = [t for part in parts for t in part[0]]
+    if not all_index:
+        raise RuntimeError("no video could be evaluated: " + "; ".join(f"{p}: {e}" for p, e in
+                                                                     [s for part in parts for s in part[4]][:3]))
+    idx = torch.cat(all_index)
+    order = torch.argsort(idx)
+    all_paths = [p for part in parts for p in part[3]]
+    return Scores(
+        index=idx[order],
+        label=torch.cat([t for part in parts for t in part[1]])[order],
+        view_probs=torch.cat([t for part in parts for t in part[2]])[order],
+        paths=[all_paths[i] for i in order.tolist()],
+        skipped=[s for part in parts for s in part[4]],
+    )
+
+
+def metrics(scores: Scores, num_classes: int) -> dict:
+    """clip/video top-1 and top-5, mean class accuracy and per-class accuracy (fractions in [0, 1])."""
+    top5 = min(5, num_classes)
+    n, v, _ = scores.view_probs.shape
+    clip_probs = scores.view_probs.reshape(n * v, num_classes)
+    clip_labels = scores.label.repeat_interleave(v)
+    video = scores.video_probs
+
+    def accuracy(probs, labels, k):
+        return float(MulticlassAccuracy(num_classes, top_k=k, average="micro")(probs, labels))
+
+    per_class = MulticlassAccuracy(num_classes, average="none")(video, scores.label)
+    support = torch.bincount(scores.label, minlength=num_classes)
+    present = support > 0
+    return {
+        "clip_top1": accuracy(clip_probs, clip_labels, 1),
+        "clip_top5": accuracy(clip_probs, clip_labels, top5),
+        "video_top1": accuracy(video, scores.label, 1),
+        "video_top5": accuracy(video, scores.label, top5),
+        "mean_class_acc": float(per_class[present].mean()),
+        "per_class_acc": [float(a) if p else None for a, p in zip(per_class, present)],
+        "num_videos": n,
+        "num_views": v,
+        "num_skipped": len(scores.skipped),
+        "skipped": [{"path": p, "error": e} for p, e in scores.skipped],
+    }
+
+
+def write_report(scores: Scores, result: dict, classes: list[str], folder: Path) -> None:
+    """metrics.json, predictions.csv (video, label, top-5 with scores) and confusion.png into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    named = dict(result)
+    named["per_class_acc"] = {name: acc for name, acc in zip(classes, result["per_class_acc"])}
+    (folder / "metrics.json").write_text(json.dumps(named, indent=1))
+    k = min(5, len(classes))
+    top_p, top_i = scores.video_probs.topk(k, dim=1)
+    with (folder / "predictions.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "label", *[f"top{j + 1}" for j in range(k)], *[f"score{j + 1}" for j in range(k)]])
+        for path, label, ids, ps in zip(scores.paths, scores.label.tolist(), top_i.tolist(), top_p.tolist()):
+            writer.writerow([path, classes[label], *[classes[i] for i in ids], *[f"{p:.4f}" for p in ps]])
+    confusion = MulticlassConfusionMatrix(len(classes))(scores.video_probs, scores.label)
+    plot_confusion(confusion, classes, folder / "confusion.png")
+
+
+def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    n = len(classes)
+    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)
+    size = min(4 + 0.35 * n, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("video-level confusion (row-normalised)")
+    if n <= 60:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        if n <= 25:
+            for i in range(n):
+                for j in range(n):
+                    if confusion[i, j]:
+                        ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if rows[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_table(result: dict, classes: list[str]) -> str:
+    """The metrics as a markdown table, per-class accuracy after."""
+    lines = ["| metric | value |", "|---|---:|"]
+    for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "mean_class_acc"):
+        lines.append(f"| {key} | {100 * result[key]:.2f}% |")
+    lines.append(f"| videos evaluated | {result['num_videos']} ({result['num_views']} views each) |")
+    lines.append(f"| videos skipped | {result['num_skipped']} |")
+    lines += ["", "| class | accuracy |", "|---|---:|"]
+    lines += [f"| {name} | {'n/a' if acc is None else f'{100 * acc:.1f}%'} |"
+              for name, acc in zip(classes, result["per_class_acc"])]
+    for item in result["skipped"]:
+        lines.append(f"skipped: {item['path']}: {item['error']}")
+    return "\n".join(lines)

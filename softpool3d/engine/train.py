@@ -1,0 +1,296 @@
+"""The training loop: explicit, one epoch at a time, in the manner of torchvision's video reference.
+
+``train(config)`` runs one experiment, plainly or under torchrun (one process per GPU or CPU
+share), and writes into ``<output_dir>/<name>/``: config.yaml, last.pt and best.pt, metrics.jsonl
+(one line per epoch), curves.png, and TensorBoard logs under tb/.
+
+Reproducibility: the data a step sees and its dropout masks are functions of (seed, rank, epoch,
+batch), so ``resume=auto`` continues exactly where last.pt stopped, at the same epoch, step and LR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ..models import build_model
+from . import distributed
+from .checkpoint import CheckpointError, load_checkpoint, load_pretrained, save_checkpoint, unwrap
+from .config import save_config, to_plain
+from .data import (DataError, SeededSamples, Shard, SkipFirst, build_dataset, check_classes, ensure_synthmotion,
+                   loader, train_sampler)
+from .evaluate import autocast, metrics, score_videos
+
+logger = logging.getLogger("softpool3d.engine")
+
+
+def run_dir(config: DictConfig) -> Path:
+    return Path(config.output_dir) / config.name
+
+
+def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
+    """Seed every RNG from the step's coordinates, so a resumed run repeats the same randomness."""
+    value = (((seed * 1_000_003 + rank) * 100_003 + epoch) * 1_000_033 + batch) % 2**63
+    torch.manual_seed(value)
+    random.seed(value)
+
+
+def build_optimizer(config: DictConfig, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
+    """SGD or AdamW; no weight decay on biases and norm weights; lr scaled by the total batch / 64."""
+    optim = config.optim
+    total_batch = config.train.batch_size * config.train.accumulate * world_size
+    lr = optim.lr * (total_batch / 64 if config.train.scale_lr else 1.0)
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum, nesterov=optim.nesterov and optim.momentum > 0)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, start_factor: float, min_factor: float):
+    """LR factor per optimizer step: linear from ``start_factor`` to 1, then cosine down to ``min_factor``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return start_factor + (1 - start_factor) * step / max(warmup_steps, 1)
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def parameters_in_sync(model: nn.Module, device: torch.device) -> bool:
+    """True when every rank holds the same weights (compares a float64 checksum of all parameters)."""
+    with torch.no_grad():
+        checksum = sum(float(p.double().sum()) + float((p.double() ** 2).sum()) for p in unwrap(model).parameters())
+    values = distributed.gather_objects(checksum)
+    return all(v == values[0] for v in values)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    if any("val_loss" in h for h in history):
+        val = [h for h in history if "val_loss" in h]
+        ax_loss.plot([h["epoch"] for h in val], [h["val_loss"] for h in val], marker="o", label="val")
+        ax_acc.plot([h["epoch"] for h in val], [100 * h["val_top1"] for h in val], marker="o", label="val clip top-1")
+    ax_acc.plot(epochs, [100 * h["train_top1"] for h in history], marker="o", label="train top-1")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
+    ax_loss.legend()
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def validate(model: nn.Module, dataset, config: DictConfig, ctx: distributed.Context) -> Optional[dict]:
+    """Clip-level accuracy and loss on the held-out split (one centre view per video); None off rank 0."""
+    shard = loader(dataset, Shard(len(dataset), ctx.rank, ctx.world_size), config.test.batch_size, config,
+                   train=False)
+    scores = score_videos(unwrap(model), shard, ctx.device, amp=config.train.amp,
+                          channels_last=config.train.channels_last, progress=ctx.is_main and config.train.progress)
+    if scores is None:
+        return None
+    result = metrics(scores, len(dataset.classes))
+    probs = scores.video_probs.clamp(min=1e-12)
+    loss = float(F.nll_loss(probs.log(), scores.label))
+    return {"val_loss": loss, "val_top1": result["clip_top1"], "val_top5": result["clip_top5"],
+            "val_videos": result["num_videos"], "val_skipped": result["num_skipped"]}
+
+
+def train(config: DictConfig) -> Path:
+    """Run the experiment ``config`` describes; returns the run folder."""
+    ctx = distributed.setup(config.train.device)
+    if config.train.amp == "fp16" and ctx.device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 or none on the CPU")
+    folder = run_dir(config)
+    torch.manual_seed(config.seed)
+
+    # ---- data: every problem surfaces here, before any training
+    if config.data.dataset == "synthmotion":
+        if ctx.is_main:
+            ensure_synthmotion(config)
+        distributed.barrier()
+    train_set = build_dataset(config, "train")
+    val_set = build_dataset(config, "val", on_error=config.test.on_error)
+    check_classes(train_set, val_set)
+    classes = list(train_set.classes)
+    if len(train_set) < config.train.batch_size * ctx.world_size:
+        raise DataError(f"the train split has {len(train_set)} videos, fewer than one batch "
+                        f"({config.train.batch_size} x {ctx.world_size} processes); lower train.batch_size")
+    seeded = SeededSamples(train_set, config.seed)
+    sampler = train_sampler(seeded, config, ctx.rank, ctx.world_size)
+    batches_per_epoch = len(sampler) // config.train.batch_size
+    steps_per_epoch = batches_per_epoch // config.train.accumulate
+    if steps_per_epoch < 1:
+        raise DataError(f"one epoch has {batches_per_epoch} batches, fewer than train.accumulate="
+                        f"{config.train.accumulate}")
+
+    # ---- model, optimizer, schedule
+    model = build_model(config.model.name, num_classes=len(classes), pool=config.model.pool,
+                        head_pool=config.model.head_pool, dropout=config.model.dropout)
+    if config.model.pretrained:
+        load_pretrained(model, config.model.pretrained)
+    memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+    model.to(ctx.device, memory_format=memory_format)
+    optimizer = build_optimizer(config, model, ctx.world_size)
+    total_steps = steps_per_epoch * config.train.epochs
+    warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
+    min_factor = config.optim.min_lr / optimizer.param_groups[0]["lr"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, warmup_steps, config.optim.warmup_start_factor, min_factor))
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.train.amp == "fp16")
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
+
+    # ---- resume
+    start_epoch, step, skip_batches, best, history = 0, 0, 0, -1.0, []
+    resume = config.resume
+    if resume == "auto":
+        resume = folder / "last.pt" if (folder / "last.pt").exists() else None
+    if resume:
+        state = load_checkpoint(resume)
+        if state["classes"] != classes:
+            raise CheckpointError(f"{resume} was trained on other classes than data.* now gives")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, step, skip_batches = state["epoch"], state["step"], state["batch_in_epoch"]
+        best, history = state["best_top1"], list(state["history"])
+        if ctx.is_main:
+            logger.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", resume, start_epoch, step,
+                        skip_batches)
+
+    net: nn.Module = model
+    if ctx.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                                  else None)
+    if config.train.compile:
+        net = torch.compile(net)
+
+    writer = None
+    if ctx.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(config, folder / "config.yaml")
+        writer = SummaryWriter(str(folder / "tb"))
+        logger.info("run folder %s: %s (%s pool), %d classes, %d train / %d val videos, %d steps per epoch",
+                    folder, config.model.name, config.model.pool, len(classes), len(train_set), len(val_set),
+                    steps_per_epoch)
+
+    def checkpoint(epoch: int, batch_in_epoch: int) -> dict:
+        return {
+            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch, "best_top1": best,
+            "history": history, "config": to_plain(config), "classes": classes,
+        }
+
+    accumulate = config.train.accumulate
+    for epoch in range(start_epoch, config.train.epochs):
+        sampler.set_epoch(epoch)
+        seeded.set_epoch(epoch)
+        first = skip_batches if epoch == start_epoch else 0
+        batches = loader(seeded, SkipFirst(sampler, first * config.train.batch_size), config.train.batch_size, config,
+                         train=True)
+        net.train()
+        sums = torch.zeros(3, dtype=torch.float64)         # loss * n, correct, n
+        started = time.perf_counter()
+        bar = tqdm(total=batches_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}",
+                   disable=not (ctx.is_main and config.train.progress), dynamic_ncols=True)
+        for batch_index, batch in enumerate(batches, start=first):
+            seed_step(config.seed, ctx.rank, epoch, batch_index)
+            video = batch["video"].to(ctx.device, non_blocking=True).contiguous(memory_format=memory_format)
+            label = batch["label"].to(ctx.device, non_blocking=True)
+            stepping = (batch_index + 1) % accumulate == 0
+            sync = contextlib.nullcontext() if stepping or ctx.world_size == 1 else net.no_sync()
+            with sync:
+                with autocast(ctx.device, config.train.amp):
+                    logits = net(video)
+                    loss = criterion(logits.float(), label)
+                scaler.scale(loss / accumulate).backward()
+            if stepping:
+                if config.train.clip_grad_norm:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                step += 1
+            n = label.numel()
+            sums += torch.tensor([float(loss.detach()) * n, float((logits.argmax(1) == label).sum()), n], dtype=torch.float64)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}%",
+                            clips_s=f"{sums[2] * ctx.world_size / max(elapsed, 1e-9):.1f}",
+                            lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.update(1)
+            if writer is not None and stepping and step % config.train.log_every == 0:
+                writer.add_scalar("train/loss", float(loss.detach()), step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            if stepping and config.train.stop_after_steps and step >= config.train.stop_after_steps:
+                bar.close()
+                if ctx.is_main:
+                    save_checkpoint(checkpoint(epoch, batch_index + 1), folder / "last.pt")
+                    logger.info("stopped after %d steps as train.stop_after_steps asks; last.pt saved", step)
+                    writer.close()
+                distributed.barrier()
+                distributed.cleanup()
+                return folder
+        bar.close()
+
+        loss_sum, correct, count = distributed.all_sum(sums.tolist(), ctx.device)
+        record = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
+                  "train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
+                  "train_clips": int(count), "epoch_seconds": round(time.perf_counter() - started, 1)}
+        if config.train.val_every and ((epoch + 1) % config.train.val_every == 0 or epoch + 1 == config.train.epochs):
+            val = validate(net, val_set, config, ctx)
+            if val is not None:
+                record.update(val)
+        record["ranks_in_sync"] = parameters_in_sync(model, ctx.device)
+        if ctx.is_main:
+            if not record["ranks_in_sync"]:
+                raise RuntimeError("the processes' weights differ after an epoch; DDP is out of sync")
+            history.append(record)
+            improved = record.get("val_top1", -1.0) > best
+            best = max(best, record.get("val_top1", -1.0))
+            state = checkpoint(epoch + 1, 0)
+            save_checkpoint(state, folder / "last.pt")
+            if improved or "val_top1" not in record:
+                save_checkpoint(state, folder / "best.pt")
+            # Rewritten from the history each epoch, so a resumed run never repeats or loses a line.
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+            for key, value in record.items():
+                if isinstance(value, float) and key != "epoch":
+                    writer.add_scalar(f"epoch/{key}", value, epoch + 1)
+            plot_curves(history, folder / "curves.png")
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+            tqdm.write(f"epoch {epoch + 1}: {shown}")
+        distributed.barrier()
+
+    if writer is not None:
+        writer.close()
+    distributed.cleanup()
+    return folder

@@ -1,0 +1,314 @@
+"""Training and testing tools: configs, checkpoints, resume, DDP (torchrun, gloo), multi-view test metrics,
+prediction. Everything runs on a tiny SynthMotion written with PyAV."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from softpool3d.datasets import make_synthmotion
+from softpool3d.engine import (CheckpointError, ConfigError, DataError, load_checkpoint, load_config,
+                               load_pretrained, run_test, save_checkpoint, train)
+from softpool3d.engine.config import from_plain, to_plain
+from softpool3d.engine.data import build_dataset, clip_config
+from softpool3d.engine.train import warmup_cosine
+from softpool3d.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+# ---------------------------------------------------------------- configs
+
+
+def test_every_shipped_config_loads():
+    assert len(CONFIGS) >= 30
+    for path in CONFIGS:
+        config = load_config(path)
+        for key in ("output_dir", "seed", "model.name", "model.pool", "data.root", "data.clip_len",
+                    "train.epochs", "train.batch_size"):
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            assert node is not None, (path, key)
+        build_model(config.model.name, num_classes=3, pool=config.model.pool)   # every model name is real
+
+
+def test_shipped_configs_cover_models_and_pools():
+    seen = set()
+    for path in CONFIGS:
+        config = load_config(path)
+        seen.add((config.data.dataset, config.model.name, config.model.pool))
+    for dataset in ("ucf101", "hmdb51", "kinetics"):
+        for model in ("r3d_18", "r3d_50", "i3d_r50", "x3d_m", "c3d"):
+            for pool in ("soft", "max"):
+                assert (dataset, model, pool) in seen, (dataset, model, pool)
+
+
+def test_overrides_and_bases(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {name: c3d}\noptim: {lr: 0.5}\n")
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\noptim: {lr: 0.05}\n")
+    config = load_config(tmp_path / "exp.yaml", ["data.clip_len=8", "train.amp=bf16"])
+    assert (config.model.name, config.optim.lr, config.data.clip_len, config.train.amp) == ("c3d", 0.05, 8, "bf16")
+    assert from_plain(to_plain(config)) == config
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lrr=0.1", "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+    ("data.clip_length=8", "did you mean 'data.clip_len'"),
+    ("trian.epochs=3", "did you mean 'train'"),
+    ("train.epochs=many", "bad value for 'train.epochs'"),
+    ("train.batch_size=0", "train.batch_size must be >= 1"),
+    ("model.pool=maxx", "model.pool='maxx' is not one of"),
+    ("test.views=10", "CLIPSxCROPS"),
+    ("optim.lr", "must look like key=value"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(ROOT / "configs" / "synthmotion.yaml", [override])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  nmae: r3d_18\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'model.nmae'; did you mean 'model.name'"):
+        load_config(bad)
+    bad.write_text("train:\n  epochs: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: bad value for 'train.epochs'"):
+        load_config(bad)
+    bad.write_text("!!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_warmup_then_cosine():
+    factor = warmup_cosine(total_steps=100, warmup_steps=10, start_factor=0.1, min_factor=0.0)
+    assert factor(0) == pytest.approx(0.1) and factor(5) == pytest.approx(0.55) and factor(10) == pytest.approx(1)
+    assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0, abs=1e-12)
+    assert all(factor(s) >= factor(s + 1) for s in range(10, 100))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, path)
+
+    def crash(state, file):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.randn(1000)}, "epoch": 1}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"last.pt cannot be read .* truncated or corrupt"):
+        load_checkpoint(path)
+    (tmp_path / "notours.pt").write_bytes(b"hello")
+    with pytest.raises(CheckpointError, match="notours.pt"):
+        load_checkpoint(tmp_path / "notours.pt")
+
+
+def test_fine_tuning_reinitialises_only_the_classifier(tmp_path):
+    source = build_model("r3d_10", num_classes=7, pool="soft")
+    save_checkpoint({"model": source.state_dict()}, tmp_path / "k.pt")
+    target = build_model("r3d_10", num_classes=3, pool="soft")
+    assert load_pretrained(target, tmp_path / "k.pt") == ["fc.weight", "fc.bias"]
+    assert torch.equal(target.stem[0].weight, source.stem[0].weight)
+    other = build_model("r3d_18", num_classes=3, pool="soft")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_pretrained(other, tmp_path / "k.pt")
+
+
+# ---------------------------------------------------------------- training on a tiny SynthMotion
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    # 3 classes x 7 videos of 8 frames at 32x32: 12 train videos, 9 test videos (group 1).
+    root = tmp_path_factory.mktemp("synth")
+    make_synthmotion(root, num_classes=3, videos_per_class=7, frames=8, size=32, groups=3)
+    return root
+
+
+def tiny(synth: Path, out: Path, *extra: str):
+    overrides = [
+        f"data.root={synth}", f"output_dir={out}", "name=tiny", "model.name=r3d_10", "data.clip_len=4",
+        "data.frame_interval=1", "data.short_side=32", "data.crop_size=32", "data.num_workers=0",
+        "train.batch_size=4", "train.epochs=2", "train.progress=false", "test.batch_size=4", "test.views=2x1",
+        "optim.lr=0.05", *extra,
+    ]
+    return load_config(ROOT / "configs" / "synthmotion.yaml", overrides)
+
+
+def test_train_writes_the_run_folder(synth, tmp_path):
+    folder = train(tiny(synth, tmp_path))
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.yaml", "last.pt", "best.pt", "metrics.jsonl", "curves.png", "tb"} <= names
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert all(line["val_videos"] == 9 and line["ranks_in_sync"] for line in lines)
+    state = load_checkpoint(folder / "last.pt")
+    assert state["epoch"] == 2 and state["step"] == 6 and state["classes"] == ["MoveLeft", "MoveRight", "MoveUp"]
+    assert load_config(folder / "config.yaml").model.name == "r3d_10"
+
+
+def test_resume_matches_an_uninterrupted_run(synth, tmp_path):
+    whole = train(tiny(synth, tmp_path / "a"))
+    # Stop mid-epoch 1 (after 4 of 6 steps), then resume from last.pt.
+    stopped = train(tiny(synth, tmp_path / "b", "train.stop_after_steps=4"))
+    assert load_checkpoint(stopped / "last.pt")["step"] == 4
+    resumed = train(tiny(synth, tmp_path / "b", "resume=auto"))
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_data_problems_fail_before_training(synth, tmp_path):
+    with pytest.raises(DataError, match="data.generate=true"):
+        train(tiny(tmp_path / "nowhere", tmp_path, "data.generate=false"))
+    (tmp_path / "train.txt").write_text(f"{synth}/videos/MoveLeft/v_MoveLeft_g02_c01.mp4 0\n"
+                                        f"{synth}/videos/MoveUp/v_MoveUp_g02_c01.mp4 2\n")
+    (tmp_path / "val.txt").write_text(f"{synth}/videos/MoveLeft/v_MoveLeft_g01_c01.mp4 0\n")
+    config = tiny(synth, tmp_path, "data.dataset=list", "data.root=/", f"data.train_list={tmp_path}/train.txt",
+                  f"data.val_list={tmp_path}/val.txt")
+    with pytest.raises(DataError, match="train and val class lists differ"):
+        train(config)
+    config = tiny(synth, tmp_path, "data.dataset=ucf101", f"data.root={synth}/videos")
+    with pytest.raises(DataError, match="data.annotations must be set"):
+        train(config)
+
+
+# ---------------------------------------------------------------- testing and prediction
+
+
+def _hand_metrics(probs: list[list[float]], labels: list[int]) -> dict:
+    """Top-k and per-class accuracy with plain Python."""
+    def top(k, rows, targets):
+        hits = 0
+        for row, target in zip(rows, targets):
+            ranked = sorted(range(len(row)), key=lambda c: -row[c])[:k]
+            hits += target in ranked
+        return hits / len(rows)
+
+    video = [[sum(view[c] for view in views) / len(views) for c in range(len(views[0]))] for views in probs]
+    clips = [view for views in probs for view in views]
+    clip_labels = [label for label, views in zip(labels, probs) for _ in views]
+    per_class = {}
+    for c in sorted(set(labels)):
+        rows = [(row, t) for row, t in zip(video, labels) if t == c]
+        per_class[c] = top(1, [r for r, _ in rows], [t for _, t in rows])
+    return {"clip_top1": top(1, clips, clip_labels), "clip_top5": top(3, clips, clip_labels),
+            "video_top1": top(1, video, labels), "video_top5": top(3, video, labels),
+            "mean_class_acc": sum(per_class.values()) / len(per_class), "per_class": per_class}
+
+
+def test_test_metrics_match_hand_computation_with_a_skipped_video(synth, tmp_path):
+    # A list dataset of four good videos and one broken file: the broken one is skipped and reported.
+    good = sorted((synth / "videos").rglob("*_g01_*.mp4"))[:4]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    classes = ["MoveLeft", "MoveRight", "MoveUp"]
+    rows = [(p, classes.index(p.parent.name)) for p in good] + [(broken, 1)]
+    (tmp_path / "val.txt").write_text("".join(f"{p} {label}\n" for p, label in rows))
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    config = tiny(synth, tmp_path, "data.dataset=list", "data.root=/", f"data.val_list={tmp_path}/val.txt",
+                  f"data.train_list={tmp_path}/val.txt", f"data.classes={tmp_path}/classes.txt", "test.views=2x3",
+                  f"test.output_dir={tmp_path}/report")
+    torch.manual_seed(0)
+    model = build_model("r3d_10", num_classes=3, pool="soft").eval()
+    save_checkpoint({"model": model.state_dict(), "config": to_plain(config), "classes": classes}, tmp_path / "m.pt")
+
+    result, folder, names = run_test(config, tmp_path / "m.pt")
+    assert names == classes
+
+    dataset = build_dataset(config, "test", views=(2, 3), on_error="skip")
+    probs, labels = [], []
+    with torch.no_grad():
+        for i in range(4):
+            item = dataset[i]
+            probs.append(torch.softmax(model(item["video"]), 1).tolist())
+            labels.append(item["label"])
+    expected = _hand_metrics(probs, labels)
+    for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "mean_class_acc"):
+        assert result[key] == pytest.approx(expected[key]), key
+    assert result["num_videos"] == 4 and result["num_views"] == 6 and result["num_skipped"] == 1
+    assert result["skipped"][0]["path"] == str(broken)
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["num_skipped"] == 1 and 0 <= saved["video_top1"] <= 1
+    assert saved["per_class_acc"]["MoveLeft"] == pytest.approx(expected["per_class"][0])
+    with (folder / "predictions.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [row["video"] for row in table] == [str(p) for p in good]
+    video = [[sum(v[c] for v in views) / 6 for c in range(3)] for views in probs]
+    for row, scores in zip(table, video):
+        assert row["top1"] == classes[max(range(3), key=lambda c: scores[c])]
+        assert float(row["score1"]) == pytest.approx(max(scores), abs=1e-4)
+    assert (folder / "confusion.png").stat().st_size > 1000
+
+
+def test_predict_prints_top_classes(synth, tmp_path, capsys):
+    folder = train(tiny(synth, tmp_path, "train.epochs=1"))
+    sys.path.insert(0, str(ROOT / "tools"))
+    import predict
+
+    video = sorted((synth / "videos" / "MoveUp").glob("*.mp4"))[0]
+    capsys.readouterr()
+    assert predict.main([str(video), "--checkpoint", str(folder / "best.pt")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(video) and len(out) == 4                     # 3 classes
+    probabilities = [float(line.split("%")[0]) for line in out[1:]]
+    assert sum(probabilities) == pytest.approx(100, abs=0.05) and probabilities == sorted(probabilities, reverse=True)
+    assert predict.main([str(tmp_path / "missing.mp4"), "--checkpoint", str(folder / "best.pt")]) == 1
+
+
+# ---------------------------------------------------------------- torchrun
+
+
+def _torchrun(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOFTPOOL3D_BACKEND", "TRITON"))}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tools" / script), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_torchrun_two_processes_train_in_sync_and_test_counts_each_video_once(synth, tmp_path):
+    overrides = [f"data.root={synth}", f"output_dir={tmp_path}", "name=ddp", "model.name=r3d_10",
+                 "data.clip_len=4", "data.frame_interval=1", "data.short_side=32", "data.crop_size=32",
+                 "data.num_workers=0", "train.batch_size=2", "train.epochs=1", "train.progress=false",
+                 "test.batch_size=2", "test.views=1x1"]
+    done = _torchrun("train.py", "--config", str(ROOT / "configs" / "synthmotion.yaml"), *overrides, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["ranks_in_sync"] is True
+    assert record["step"] == 3                  # 12 videos / (2 per process x 2 processes)
+    assert record["val_videos"] == 9            # sharded without padding: each video once
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    model = build_model("r3d_10", num_classes=3, pool="soft")
+    model.load_state_dict(state["model"])
+
+    done = _torchrun("test.py", "--config", str(ROOT / "configs" / "synthmotion.yaml"), "--checkpoint",
+                     str(tmp_path / "ddp" / "last.pt"), *overrides, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "test" / "metrics.json").read_text())
+    assert metrics["num_videos"] == 9 and metrics["num_skipped"] == 0   # 9 does not divide by 2
+    assert "video_top1" in done.stdout
+    assert math.isclose(metrics["video_top1"], metrics["clip_top1"])     # one view per video
