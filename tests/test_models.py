@@ -9,7 +9,7 @@ from softpool3d import AdaptiveSoftPool3d, SoftPool3d
 from softpool3d.models import build_model, list_models
 
 # R(2+1)D, MC3 and X3D have no pooling layer outside the head.
-HAS_POOLS = {"r3d_18", "r3d_34", "r3d_50", "r3d_101", "i3d_r50", "c3d", "s3d"}
+HAS_POOLS = {"r3d_10", "r3d_18", "r3d_34", "r3d_50", "r3d_101", "i3d_r50", "c3d", "s3d"}
 CLIPS = [(6, 32, 32), (8, 24, 40)]   # small, and not the models' native sizes
 
 
@@ -48,6 +48,8 @@ def test_parameter_counts():
     # torchvision's R3D-18 has 33,371,472; Hara's 7x7x7 stem adds 3*64*(343-147) = 37,632.
     assert params(build_model("r3d_18", num_classes=400)) == pytest.approx(33.4e6, rel=0.03)
     assert params(build_model("r3d_18", num_classes=400)) == 33_371_472 + 37_632
+    # Hara et al. list ResNet-10 at 14.4M.
+    assert params(build_model("r3d_10", num_classes=400)) == pytest.approx(14.4e6, rel=0.03)
     # X3D-M: about 3.8M (Feichtenhofer, 2020); XS and S share its network.
     assert params(build_model("x3d_m", num_classes=400)) == pytest.approx(3.8e6, rel=0.03)
     # Tran et al.'s C3D with fc6/fc7 at 4096 and 101 classes: about 78M.
