@@ -23,7 +23,7 @@ MAIN_RUN    := runs/synthmotion_r3d_10_soft
 
 run: install
 	$(PY) tools/train.py --config $(MAIN_CONFIG)
-	$(PY) tools/test.py --config $(MAIN_CONFIG) --checkpoint $(MAIN_RUN)/best.pt
+	$(PY) tools/test.py --config $(MAIN_CONFIG) --checkpoint $(MAIN_RUN)/last.pt
 
 bench: install
 	$(PY) tools/benchmark_ops.py

@@ -142,6 +142,17 @@ def _window(o, L, O, k, s, p, ADAPTIVE: tl.constexpr):
 
 
 @triton.jit
+def _output_window(idx, C, D, H, W, OD, OH, OW, kD, kH, kW, sD, sH, sW, pD, pH, pW,
+                   ADAPTIVE: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+    """Flat output index -> (n, c, od, oh, ow) and its window's input ranges along D, H and W."""
+    n, c, od, oh, ow = _decode(idx, C, OD, OH, OW, CHANNELS_LAST)
+    d0, d1 = _window(od, D, OD, kD, sD, pD, ADAPTIVE)
+    h0, h1 = _window(oh, H, OH, kH, sH, pH, ADAPTIVE)
+    w0, w1 = _window(ow, W, OW, kW, sW, pW, ADAPTIVE)
+    return n, c, od, oh, ow, d0, d1, h0, h1, w0, w1
+
+
+@triton.jit
 def _covering(i, L, O, k, s, p, ADAPTIVE: tl.constexpr):
     """Range [lo, hi] of the windows that contain input position i along one axis."""
     if ADAPTIVE:
@@ -208,10 +219,8 @@ def _forward_kernel(
 ):
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < total
-    n, c, od, oh, ow = _decode(idx, C, OD, OH, OW, CHANNELS_LAST)
-    d0, d1 = _window(od, D, OD, kD, sD, pD, ADAPTIVE)
-    h0, h1 = _window(oh, H, OH, kH, sH, pH, ADAPTIVE)
-    w0, w1 = _window(ow, W, OW, kW, sW, pW, ADAPTIVE)
+    n, c, od, oh, ow, d0, d1, h0, h1, w0, w1 = _output_window(idx, C, D, H, W, OD, OH, OW, kD, kH, kW, sD, sH, sW,
+                                                              pD, pH, pW, ADAPTIVE, CHANNELS_LAST)
     m, s, t, has_nan, n_inf = _window_stats(x_ptr, n * sxN + c * sxC, d0, d1, h0, h1, w0, w1, sxD, sxH, sxW, mask,
                                             KD, KH, KW, ACC, BLOCK)
     y = _finish(m, s, t, has_nan)
@@ -229,10 +238,8 @@ def _disjoint_backward_kernel(
     """One lane per window; no two windows share an input, so each lane owns the gradient it writes."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < total
-    n, c, od, oh, ow = _decode(idx, C, OD, OH, OW, CHANNELS_LAST)
-    d0, d1 = _window(od, D, OD, kD, sD, pD, ADAPTIVE)
-    h0, h1 = _window(oh, H, OH, kH, sH, pH, ADAPTIVE)
-    w0, w1 = _window(ow, W, OW, kW, sW, pW, ADAPTIVE)
+    n, c, od, oh, ow, d0, d1, h0, h1, w0, w1 = _output_window(idx, C, D, H, W, OD, OH, OW, kD, kH, kW, sD, sH, sW,
+                                                              pD, pH, pW, ADAPTIVE, CHANNELS_LAST)
     x_base = n * sxN + c * sxC
     m, s, t, has_nan, n_inf = _window_stats(x_ptr, x_base, d0, d1, h0, h1, w0, w1, sxD, sxH, sxW, mask,
                                             KD, KH, KW, ACC, BLOCK)
@@ -269,10 +276,8 @@ def _stats_kernel(
     coefficient (g, or g shared among the +inf entries). The three buffers are laid out in flat index order."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
     mask = idx < total
-    n, c, od, oh, ow = _decode(idx, C, OD, OH, OW, CHANNELS_LAST)
-    d0, d1 = _window(od, D, OD, kD, sD, pD, ADAPTIVE)
-    h0, h1 = _window(oh, H, OH, kH, sH, pH, ADAPTIVE)
-    w0, w1 = _window(ow, W, OW, kW, sW, pW, ADAPTIVE)
+    n, c, od, oh, ow, d0, d1, h0, h1, w0, w1 = _output_window(idx, C, D, H, W, OD, OH, OW, kD, kH, kW, sD, sH, sW,
+                                                              pD, pH, pW, ADAPTIVE, CHANNELS_LAST)
     m, s, t, has_nan, n_inf = _window_stats(x_ptr, n * sxN + c * sxC, d0, d1, h0, h1, w0, w1, sxD, sxH, sxW, mask,
                                             KD, KH, KW, ACC, BLOCK)
     y = _finish(m, s, t, has_nan)
