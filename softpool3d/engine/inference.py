@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ..datasets import VideoDataset
-from ..models import build_model
 from . import distributed
 from .checkpoint import load_checkpoint
 from .config import from_plain, parse_views
 from .data import Shard, build_dataset, clip_config, loader
 from .evaluate import Scores, format_table, metrics, score_videos, write_report
+from .train import model_from_config
 
 logger = logging.getLogger("softpool3d.engine")
 
@@ -27,8 +27,7 @@ def model_from_checkpoint(path: Union[str, Path], overrides: Sequence[str] = ())
     state = load_checkpoint(path)
     config = from_plain(state["config"], overrides)
     classes = list(state["classes"])
-    model = build_model(config.model.name, num_classes=len(classes), pool=config.model.pool,
-                        head_pool=config.model.head_pool, dropout=config.model.dropout)
+    model = model_from_config(config, len(classes))
     model.load_state_dict(state["model"])
     return model.eval(), config, classes
 
@@ -41,8 +40,7 @@ def run_test(config: DictConfig, checkpoint: Union[str, Path]) -> Optional[tuple
     ctx = distributed.setup(config.train.device)
     state = load_checkpoint(checkpoint)
     classes = list(state["classes"])
-    model = build_model(config.model.name, num_classes=len(classes), pool=config.model.pool,
-                        head_pool=config.model.head_pool, dropout=config.model.dropout)
+    model = model_from_config(config, len(classes))
     model.load_state_dict(state["model"])
     memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
     model.to(ctx.device, memory_format=memory_format)

@@ -48,6 +48,12 @@ def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
     random.seed(value)
 
 
+def model_from_config(config: DictConfig, num_classes: int) -> nn.Module:
+    """The model ``config.model`` names, with ``num_classes`` outputs."""
+    return build_model(config.model.name, num_classes=num_classes, pool=config.model.pool,
+                       head_pool=config.model.head_pool, dropout=config.model.dropout)
+
+
 def build_optimizer(config: DictConfig, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
     """SGD or AdamW; no weight decay on biases and norm weights; lr scaled by the total batch / 64."""
     optim = config.optim
@@ -150,8 +156,7 @@ def train(config: DictConfig) -> Path:
                         f"{config.train.accumulate}")
 
     # ---- model, optimizer, schedule
-    model = build_model(config.model.name, num_classes=len(classes), pool=config.model.pool,
-                        head_pool=config.model.head_pool, dropout=config.model.dropout)
+    model = model_from_config(config, len(classes))
     if config.model.pretrained:
         load_pretrained(model, config.model.pretrained)
     memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
