@@ -16,7 +16,7 @@ from softpool3d.datasets import make_synthmotion
 from softpool3d.engine import (CheckpointError, ConfigError, DataError, load_checkpoint, load_config,
                                load_pretrained, run_test, save_checkpoint, train)
 from softpool3d.engine.config import from_plain, to_plain
-from softpool3d.engine.data import build_dataset, clip_config
+from softpool3d.engine.data import build_dataset
 from softpool3d.engine.train import warmup_cosine
 from softpool3d.models import build_model
 

@@ -302,7 +302,6 @@ def benchmark(device: torch.device, reps: int, warmup: int) -> list[dict]:
             copy_out = torch.empty_like(x)
             copy_ms = cuda_time(lambda: copy_out.copy_(x), reps, warmup)
             copy_bw = 2 * x.numel() * x.element_size() / copy_ms / 1e6  # GB/s
-            del copy_out
 
             def formula(t):
                 e = torch.exp(t)
@@ -325,7 +324,6 @@ def benchmark(device: torch.device, reps: int, warmup: int) -> list[dict]:
                 times[name] = {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_bwd_ms": both}
                 if name == "soft (triton)":
                     out_bytes = y.numel() * y.element_size()
-                del y, g, xg
             soft = times["soft (triton)"]
             fwd_bw = (x.numel() * x.element_size() + out_bytes) / soft["fwd_ms"] / 1e6
             rows.append({
@@ -339,7 +337,6 @@ def benchmark(device: torch.device, reps: int, warmup: int) -> list[dict]:
             })
             print(f"timed {label} {dtype}: soft fwd+bwd {soft['fwd_bwd_ms']:.3f} ms, "
                   f"{rows[-1]['fwd_bwd_vs_avg']:.2f}x avg_pool", flush=True)
-            del x
     return rows
 
 
