@@ -43,6 +43,35 @@ def test_max_variant_has_no_softpool_and_channels_last_agrees(seed, name):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", sorted(HAS_POOLS))
+def test_avg_variant_runs_on_short_clips(seed, name):
+    # C3D's pool5 sees one frame on 6- and 8-frame clips; PyTorch's avg_pool3d alone refuses that.
+    model = build_model(name, num_classes=3, pool="avg", head_pool="avg").eval()
+    with torch.no_grad():
+        for clip in [*CLIPS, (8, 32, 32)]:
+            assert torch.isfinite(model(torch.randn(1, 3, *clip))).all()
+
+
+@pytest.mark.parametrize("kernel, stride, padding, size", [
+    ((2, 2, 2), (2, 2, 2), (0, 1, 1), (1, 2, 3)),      # shorter than the kernel in time
+    ((3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 5)),
+    ((2, 3, 3), (1, 2, 2), (0, 1, 1), (5, 7, 6)),      # large enough: PyTorch's own path
+])
+def test_avg_pool_matches_window_means(seed, kernel, stride, padding, size):
+    from softpool3d.models._pooling import AvgPool3d
+    from softpool3d.ops._geometry import pool_windows
+
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    got = AvgPool3d(kernel, stride, padding, ceil_mode=True)(x)
+    axes = pool_windows(size, kernel, stride, padding, True)
+    assert got.shape[2:] == tuple(len(a.starts) for a in axes)
+    for t, (t0, t1) in enumerate(zip(axes[0].starts, axes[0].ends)):
+        for h, (h0, h1) in enumerate(zip(axes[1].starts, axes[1].ends)):
+            for w, (w0, w1) in enumerate(zip(axes[2].starts, axes[2].ends)):
+                expected = x[:, :, t0:t1, h0:h1, w0:w1].mean(dim=(2, 3, 4))
+                torch.testing.assert_close(got[:, :, t, h, w], expected)
+
+
 def test_parameter_counts():
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     # torchvision's R3D-18 has 33,371,472; Hara's 7x7x7 stem adds 3*64*(343-147) = 37,632.

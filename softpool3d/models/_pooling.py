@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _triple
 
 from ..nn import AdaptiveSoftPool2d, AdaptiveSoftPool3d, SoftPool2d, SoftPool3d
+from ..ops._geometry import pool_output_size
 
 POOL_KINDS = ("soft", "max", "avg")
 
@@ -15,6 +19,32 @@ def check_kind(kind: str, argument: str) -> str:
     return kind
 
 
+class AvgPool3d(nn.AvgPool3d):
+    """Average pooling that excludes padding and, like max and soft pooling, accepts an input shorter than
+    the kernel when padding or ceil_mode allows a window (PyTorch's avg_pool3d refuses it; C3D's pool5 meets it on 8-frame clips).
+
+    Shapes: (N, C, T, H, W) -> (N, C, T', H', W') with MaxPool3d's output sizes.
+    """
+
+    def __init__(self, kernel_size, stride, padding=0, ceil_mode: bool = False) -> None:
+        super().__init__(_triple(kernel_size), _triple(stride), _triple(padding), ceil_mode=ceil_mode,
+                         count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = x.shape[-3:]
+        if all(n >= k for n, k in zip(sizes, self.kernel_size)):
+            return super().forward(x)
+        # Pad (zeros) so the windows fit exactly, then divide each window's sum by its count of real elements.
+        pads = []
+        for n, k, s, p in zip(sizes, self.kernel_size, self.stride, self.padding):
+            out = pool_output_size(n, k, s, p, self.ceil_mode)
+            pads = [p, (out - 1) * s + k - n - p] + pads     # F.pad lists the last axis first
+        ones = torch.ones((1, 1, *sizes), dtype=x.dtype, device=x.device)
+        sums = F.avg_pool3d(F.pad(x, pads), self.kernel_size, self.stride, divisor_override=1)
+        counts = F.avg_pool3d(F.pad(ones, pads), self.kernel_size, self.stride, divisor_override=1)
+        return sums / counts
+
+
 def pool3d(kind: str, kernel_size, stride, padding=0, ceil_mode: bool = False) -> nn.Module:
     """A 3D downsampling pool of the given kind (average pooling excludes padding, like SoftPool)."""
     check_kind(kind, "pool")
@@ -22,7 +52,7 @@ def pool3d(kind: str, kernel_size, stride, padding=0, ceil_mode: bool = False) -
         return SoftPool3d(kernel_size, stride, padding, ceil_mode)
     if kind == "max":
         return nn.MaxPool3d(kernel_size, stride, padding, ceil_mode=ceil_mode)
-    return nn.AvgPool3d(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
+    return AvgPool3d(kernel_size, stride, padding, ceil_mode)
 
 
 def global_pool3d(kind: str, output_size=1) -> nn.Module:

@@ -4,7 +4,8 @@ Eight 3x3x3 convolutions and five pooling layers (the first 1x2x2, the others 2x
 spatial padding 1), then fc6/fc7 with 4096 units and the classifier. The pools use ceil_mode, which
 keeps the original sizes at 16x112x112 (pool5 gives 1x4x4) and lets shorter clips through; an
 adaptive pool of kind ``head_pool`` brings any other size to the 512x1x4x4 that fc6 expects (at
-16x112x112 it is the identity).
+16x112x112 it is the identity). Convolutions get He initialisation and the fc layers N(0, 0.01), as
+torchvision does for VGG, its closest relative without normalisation layers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ class C3D(nn.Module):
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(4096, num_classes),
         )
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, T, H, W) -> (N, num_classes)."""
