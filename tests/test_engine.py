@@ -279,6 +279,43 @@ def test_predict_prints_top_classes(synth, tmp_path, capsys):
     assert predict.main([str(tmp_path / "missing.mp4"), "--checkpoint", str(folder / "best.pt")]) == 1
 
 
+def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import study_pooling
+
+    out = tmp_path / "study"
+    args = ["--models", "r3d_10", "--pools", "soft", "avg", "--seeds", "0", "1", "--out", str(out),
+            f"data.root={synth}", "data.clip_len=4", "data.frame_interval=1", "data.short_side=32",
+            "data.crop_size=32", "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "test.batch_size=4"]
+    assert study_pooling.main(args) == 0
+    report = json.loads((out / "study_pooling.json").read_text())
+    runs = report["runs"]
+    assert [(r["pool"], r["seed"]) for r in runs] == [("soft", 0), ("avg", 0), ("soft", 1), ("avg", 1)]
+    for run in runs:
+        folder = out / f"r3d_10_{run['pool']}_s{run['seed']}"
+        tested = json.loads((folder / "test" / "metrics.json").read_text())
+        assert run["video_top1"] == tested["video_top1"] and tested["num_videos"] == 9
+        state = load_checkpoint(folder / "last.pt")
+        assert (state["config"]["model"]["pool"], state["config"]["seed"]) == (run["pool"], run["seed"])
+    # Seeds give different initial weights, hence different trained ones.
+    s0, s1 = (load_checkpoint(out / f"r3d_10_soft_s{k}" / "last.pt")["model"] for k in (0, 1))
+    assert not torch.equal(s0["stem.0.weight"], s1["stem.0.weight"])
+    for row in report["summary"]:
+        mine = [100 * r["video_top1"] for r in runs if r["pool"] == row["pool"]]
+        assert row["top1_mean"] == pytest.approx(sum(mine) / 2)
+        assert row["top1_std"] == pytest.approx(abs(mine[0] - mine[1]) / math.sqrt(2))
+    table = (out / "study_pooling.md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith("| r3d_10 | soft |") and table[3].startswith("| r3d_10 | avg |")
+    assert (out / "study_pooling.png").stat().st_size > 1000
+    # A second call finds every test report and trains nothing again.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/last.pt")}
+    assert study_pooling.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/last.pt")} == stamps
+    assert json.loads((out / "study_pooling.json").read_text())["summary"] == report["summary"]
+    with pytest.raises(SystemExit, match="other settings"):          # never mixes runs of two recipes
+        study_pooling.main(args + ["optim.lr=0.01"])
+
+
 # ---------------------------------------------------------------- torchrun
 
 
