@@ -287,7 +287,7 @@ def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path, caps
     args = ["--models", "r3d_10", "--pools", "soft", "avg", "--seeds", "0", "1", "--out", str(out),
             f"data.root={synth}", "data.clip_len=4", "data.frame_interval=1", "data.short_side=32",
             "data.crop_size=32", "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "test.batch_size=4"]
-    assert study_pooling.main(args) == 0
+    assert study_pooling.main(args + ["--keep-checkpoints"]) == 0
     report = json.loads((out / "study_pooling.json").read_text())
     runs = report["runs"]
     assert [(r["pool"], r["seed"]) for r in runs] == [("soft", 0), ("avg", 0), ("soft", 1), ("avg", 1)]
@@ -308,10 +308,14 @@ def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path, caps
     assert len(table) == 4 and table[2].startswith("| r3d_10 | soft |") and table[3].startswith("| r3d_10 | avg |")
     assert (out / "study_pooling.png").stat().st_size > 1000
     # A second call finds every test report and trains nothing again.
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/last.pt")}
-    assert study_pooling.main(args) == 0
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/last.pt")} == stamps
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.pt")}
+    assert len(stamps) == 8 and study_pooling.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.pt")} == stamps
     assert json.loads((out / "study_pooling.json").read_text())["summary"] == report["summary"]
+    # Without --keep-checkpoints a new run keeps its report and drops its checkpoints.
+    assert study_pooling.main(args[:4] + ["--seeds", "2"] + args[8:]) == 0
+    assert (out / "r3d_10_soft_s2" / "test" / "metrics.json").is_file()
+    assert not list((out / "r3d_10_soft_s2").glob("*.pt"))
     with pytest.raises(SystemExit, match="other settings"):          # never mixes runs of two recipes
         study_pooling.main(args + ["optim.lr=0.01"])
 

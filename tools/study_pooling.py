@@ -42,8 +42,10 @@ SETTINGS = {
 COMMON = ["resume=auto", "train.val_every=0", "train.progress=false", "test.views=1x1", "data.num_workers=1"]
 
 
-def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra: list[str]) -> dict:
-    """Train and test one (model, pool, seed); returns its record."""
+def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra: list[str],
+            keep_checkpoints: bool = False) -> dict:
+    """Train and test one (model, pool, seed); returns its record. Checkpoints are deleted once the run
+    is tested (a C3D checkpoint with its AdamW state is about 1 GB) unless ``keep_checkpoints``."""
     name = f"{model}_{pool}_s{seed}"
     overrides = [*COMMON, *SETTINGS.get(model, []), *extra, f"model.name={model}", f"model.pool={pool}",
                  f"seed={seed}", f"name={name}", f"output_dir={out}", f"test.output_dir={out / name / 'test'}"]
@@ -59,6 +61,9 @@ def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra
         train_seconds = time.perf_counter() - started
         run_test(config, folder / "last.pt")
         (folder / "study_time.json").write_text(json.dumps({"train_seconds": train_seconds}))
+        if not keep_checkpoints:
+            for name in ("last.pt", "best.pt"):
+                (folder / name).unlink(missing_ok=True)
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     result = json.loads(report.read_text())
     return {"model": model, "pool": pool, "seed": seed, "overrides": overrides,
@@ -126,6 +131,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pools", nargs="+", default=["soft", "max", "avg"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/study_pooling"))
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep each run's last.pt and best.pt (deleted once the run is tested)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run, after SETTINGS")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -135,7 +142,7 @@ def main(argv=None) -> int:
     for model in args.models:
         for seed in args.seeds:          # seeds outermost within a model: a cut-short study still compares pools
             for pool in args.pools:
-                record = run_one(args.config, args.out, model, pool, seed, args.overrides)
+                record = run_one(args.config, args.out, model, pool, seed, args.overrides, args.keep_checkpoints)
                 runs.append(record)
                 print(f"{model} {pool} seed {seed}: video top-1 {100 * record['video_top1']:.1f}% "
                       f"({record['seconds_per_epoch']:.1f} s/epoch, {time.perf_counter() - started:.0f} s so far)",
