@@ -62,8 +62,8 @@ def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra
         run_test(config, folder / "last.pt")
         (folder / "study_time.json").write_text(json.dumps({"train_seconds": train_seconds}))
         if not keep_checkpoints:
-            for name in ("last.pt", "best.pt"):
-                (folder / name).unlink(missing_ok=True)
+            for checkpoint in ("last.pt", "best.pt"):
+                (folder / checkpoint).unlink(missing_ok=True)
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     result = json.loads(report.read_text())
     return {"model": model, "pool": pool, "seed": seed, "overrides": overrides,
@@ -111,8 +111,8 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     for i, pool in enumerate(pools):
         picked = [next((r for r in rows if r["model"] == m and r["pool"] == pool), None) for m in models]
         xs = [j + (i - (len(pools) - 1) / 2) * width for j in range(len(models))]
-        ax.bar(xs, [r["top1_mean"] if r else 0 for r in picked], width, yerr=[r["top1_std"] if r else 0 for r in picked],
-               capsize=3, label=pool)
+        ax.bar(xs, [r["top1_mean"] if r else 0 for r in picked], width,
+               yerr=[r["top1_std"] if r else 0 for r in picked], capsize=3, label=pool)
         for j, r in enumerate(picked):
             if r:
                 ax.scatter([xs[j]] * len(r["top1_each"]), r["top1_each"], s=8, color="black", zorder=3)
@@ -152,11 +152,12 @@ def main(argv=None) -> int:
     text = table(rows)
     (args.out / "study_pooling.md").write_text(text + "\n")
     (args.out / "study_pooling.json").write_text(json.dumps({"runs": runs, "summary": rows,
-                                                             "total_seconds": time.perf_counter() - started},
+                                                             "seconds_this_call": time.perf_counter() - started},
                                                             indent=1))
     bar_chart(rows, args.out / "study_pooling.png")
     print(text)
-    print(f"\n{len(runs)} runs in {time.perf_counter() - started:.0f} s; wrote {args.out}/study_pooling.{{md,json,png}}")
+    print(f"\n{len(runs)} runs ({time.perf_counter() - started:.0f} s in this call; finished runs are reused); "
+          f"wrote {args.out}/study_pooling.{{md,json,png}}")
     return 0
 
 

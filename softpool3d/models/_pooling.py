@@ -21,7 +21,8 @@ def check_kind(kind: str, argument: str) -> str:
 
 class AvgPool3d(nn.AvgPool3d):
     """Average pooling that excludes padding and, like max and soft pooling, accepts an input shorter than
-    the kernel when padding or ceil_mode allows a window (PyTorch's avg_pool3d refuses it; C3D's pool5 meets it on 8-frame clips).
+    the kernel when padding or ceil_mode allows a window. PyTorch's avg_pool3d refuses such an input;
+    C3D's pool5 meets one on 8-frame clips.
 
     Shapes: (N, C, T, H, W) -> (N, C, T', H', W') with MaxPool3d's output sizes.
     """
