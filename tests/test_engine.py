@@ -279,7 +279,7 @@ def test_predict_prints_top_classes(synth, tmp_path, capsys):
     assert predict.main([str(tmp_path / "missing.mp4"), "--checkpoint", str(folder / "best.pt")]) == 1
 
 
-def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path, capsys):
+def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path):
     sys.path.insert(0, str(ROOT / "tools"))
     import study_pooling
 
