@@ -30,10 +30,10 @@ def test_opcheck_backward_ops(seed):
     x = torch.randn(2, 3, 5, 6, 7)
     y = sp.soft_pool3d(x, 3, 2, 1)
     torch.library.opcheck(torch.ops.softpool3d.soft_pool_backward.default,
-                          (torch.randn_like(y), x, y, [3, 3, 3], [2, 2, 2], [1, 1, 1], False))
+                          (torch.randn_like(y), x, [3, 3, 3], [2, 2, 2], [1, 1, 1], False))
     ya = sp.adaptive_soft_pool3d(x, 2)
     torch.library.opcheck(torch.ops.softpool3d.adaptive_soft_pool_backward.default,
-                          (torch.randn_like(ya), x, ya, [2, 2, 2]))
+                          (torch.randn_like(ya), x, [2, 2, 2]))
 
 
 class Net(torch.nn.Module):

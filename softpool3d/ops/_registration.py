@@ -4,8 +4,10 @@ Four ops live in the ``softpool3d`` namespace:
 
 - ``soft_pool(x, kernel_size, stride, padding, ceil_mode)`` and
   ``adaptive_soft_pool(x, output_size)``, differentiable;
-- their ``*_backward`` ops, which recompute the weights from the saved input
-  and output (nothing else is saved).
+- their ``*_backward`` ops, which recompute the weights and ``y`` from the
+  saved input. Only the input is saved, so in-place ops on the output (``relu_``,
+  ``Dropout(inplace=True)``) are safe, and a pool keeps less memory for
+  backward than max pooling, which also keeps int64 indices.
 
 Each op picks its implementation at run time with ``backend_for`` and has a
 fake implementation, so ``torch.compile(fullgraph=True)`` traces it without a
@@ -99,13 +101,13 @@ def _forward(x: Tensor, windows: Windows) -> Tensor:
     return reference.forward(x, windows)
 
 
-def _backward(grad: Tensor, x: Tensor, y: Tensor, windows: Windows) -> Tensor:
+def _backward(grad: Tensor, x: Tensor, windows: Windows) -> Tensor:
     backend = backend_for(x)
     if backend == "cpp":
-        return cpu.backward(grad, x, y, flat_windows(windows))
+        return cpu.backward(grad, x, flat_windows(windows))
     if backend == "triton":
-        return _gpu().backward(grad, x, y, windows)
-    return reference.backward(grad, x, y, windows)
+        return _gpu().backward(grad, x, windows)
+    return reference.backward(grad, x, windows)
 
 
 def _empty_output(x: Tensor, spatial_out) -> Tensor:
@@ -133,26 +135,25 @@ def _(x, kernel_size, stride, padding, ceil_mode):
 
 @torch.library.custom_op("softpool3d::soft_pool_backward", mutates_args=())
 def soft_pool_backward(
-    grad: Tensor, x: Tensor, y: Tensor, kernel_size: list[int], stride: list[int], padding: list[int],
-    ceil_mode: bool,
+    grad: Tensor, x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int], ceil_mode: bool,
 ) -> Tensor:
-    return _backward(grad, x, y, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
+    return _backward(grad, x, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
 
 
 @soft_pool_backward.register_fake
-def _(grad, x, y, kernel_size, stride, padding, ceil_mode):
+def _(grad, x, kernel_size, stride, padding, ceil_mode):
     return _empty_like_input(x)
 
 
 def _setup_pool(ctx, inputs, output):
     x, kernel_size, stride, padding, ceil_mode = inputs
-    ctx.save_for_backward(x, output)
+    ctx.save_for_backward(x)
     ctx.geometry = (kernel_size, stride, padding, ceil_mode)
 
 
 def _pool_grad(ctx, grad):
-    x, y = ctx.saved_tensors
-    return soft_pool_backward(grad, x, y, *ctx.geometry), None, None, None, None
+    (x,) = ctx.saved_tensors
+    return soft_pool_backward(grad, x, *ctx.geometry), None, None, None, None
 
 
 soft_pool.register_autograd(_pool_grad, setup_context=_setup_pool)
@@ -172,24 +173,24 @@ def _(x, output_size):
 
 
 @torch.library.custom_op("softpool3d::adaptive_soft_pool_backward", mutates_args=())
-def adaptive_soft_pool_backward(grad: Tensor, x: Tensor, y: Tensor, output_size: list[int]) -> Tensor:
-    return _backward(grad, x, y, adaptive_windows(x.shape[2:], output_size))
+def adaptive_soft_pool_backward(grad: Tensor, x: Tensor, output_size: list[int]) -> Tensor:
+    return _backward(grad, x, adaptive_windows(x.shape[2:], output_size))
 
 
 @adaptive_soft_pool_backward.register_fake
-def _(grad, x, y, output_size):
+def _(grad, x, output_size):
     return _empty_like_input(x)
 
 
 def _setup_adaptive(ctx, inputs, output):
     x, output_size = inputs
-    ctx.save_for_backward(x, output)
+    ctx.save_for_backward(x)
     ctx.output_size = output_size
 
 
 def _adaptive_grad(ctx, grad):
-    x, y = ctx.saved_tensors
-    return adaptive_soft_pool_backward(grad, x, y, ctx.output_size), None
+    (x,) = ctx.saved_tensors
+    return adaptive_soft_pool_backward(grad, x, ctx.output_size), None
 
 
 adaptive_soft_pool.register_autograd(_adaptive_grad, setup_context=_setup_adaptive)

@@ -96,6 +96,6 @@ def forward(x: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
     return torch.ops.softpool3d_cpu.forward(x, flat_windows)
 
 
-def backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
-    return torch.ops.softpool3d_cpu.backward(grad, x, y, flat_windows)
+def backward(grad: torch.Tensor, x: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
+    return torch.ops.softpool3d_cpu.backward(grad, x, flat_windows)
 

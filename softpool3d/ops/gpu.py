@@ -372,9 +372,8 @@ def forward(x: Tensor, windows: Windows) -> Tensor:
     return y
 
 
-def backward(grad: Tensor, x: Tensor, y: Tensor, windows: Windows) -> Tensor:
+def backward(grad: Tensor, x: Tensor, windows: Windows) -> Tensor:
     """Exact dL/dx (N, C, *spatial) from dL/dy (N, C, *out) and x; y is recomputed in the accumulation dtype."""
-    del y  # recomputed at full precision instead of read back rounded
     axes, adaptive, fmt, channels_last, acc, sizes = _common(x, windows)
     geometry = _geometry_args(axes)
     x5, g5 = _as_5d(x), _as_5d(grad)

@@ -8,7 +8,7 @@ so get weight 0. Then, per window::
     dL/dx_i = g * w_i * (1 + x_i - y)
 
 ``forward`` is differentiable by autograd (the exact gradient for finite
-input); ``backward`` is the closed form that the op's autograd uses.
+input); ``backward`` is the closed form that the op's autograd uses; it recomputes y from x.
 Non-finite rules: a NaN in a window gives NaN, +inf gives +inf (its gradient
 is shared by the +inf entries), -inf entries get weight 0 and an all -inf
 window gives -inf (and zero gradient).
@@ -76,11 +76,11 @@ def forward(x: torch.Tensor, windows: Windows) -> torch.Tensor:
     return y.contiguous(memory_format=output_memory_format(x))
 
 
-def backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, windows: Windows) -> torch.Tensor:
-    """Exact gradient dL/dx (N, C, *spatial) from dL/dy (N, C, *out), x and y."""
+def backward(grad: torch.Tensor, x: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """Exact gradient dL/dx (N, C, *spatial) from dL/dy (N, C, *out) and x (y is recomputed)."""
     acc = _acc_dtype(x.dtype)
     xw, valid, tables = _gather(x.to(acc), windows)
-    yv = y.to(acc)[..., None]
+    yv = _softpool_windows(xw)[..., None]
     g = grad.to(acc)[..., None]
     m = xw.amax(-1, keepdim=True)
     finite = torch.isfinite(m)

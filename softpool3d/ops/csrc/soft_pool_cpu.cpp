@@ -17,6 +17,8 @@
 // equals the per-window formula for any input. Backward uses the gather form
 //   dx_i = e_i * sum_w (g_w / S_w) * (1 + (x_i - M) - (y_w - M)),  e_i = exp(x_i - M)
 // where the sums over windows containing i are again separable. No atomics.
+// Backward reads only grad and x: y is recomputed in acc_t from the same sums, so the op
+// saves nothing but its input, and in-place ops on the output cannot corrupt the gradient.
 //
 // channels_last input: vectorised across C with each window's own max.
 
@@ -39,11 +41,6 @@ using at::vec::Vectorized;
 
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-// float16/bfloat16 outputs are rounded; their backward recomputes y in float32 from x instead
-// of reading the rounded saved output, whose error would enter (1 + x - y) directly.
-template <typename scalar_t>
-constexpr bool kRecomputeY = !std::is_same_v<scalar_t, acc_type<scalar_t>>;
 
 // Smallest window sum S = sum exp(x - M) that the shared-max path trusts. Above it
 // every term that matters is a normal number; below it the window is recomputed.
@@ -406,8 +403,8 @@ void forward_contiguous(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes
 }
 
 template <typename scalar_t>
-void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t* y,
-                         acc_type<scalar_t>* dx, int64_t planes, const Geometry& g) {
+void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* dx, int64_t planes,
+                         const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
   using Vec = Vectorized<acc_t>;
   constexpr int64_t V = Vec::size();
@@ -422,11 +419,9 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
     s.e.assign(D * H * RW, acc_t(0));  // rows of exp(x - M), zero-padded like the windows
     s.row_sum.resize(D * H * oW);
     s.col_sum.resize(oW);
-    if (kRecomputeY<scalar_t>) {
-      s.ex.resize(RW);
-      s.row_wsum.resize(D * H * oW);
-      s.col_wsum.resize(oW);
-    }
+    s.ex.resize(RW);
+    s.row_wsum.resize(D * H * oW);
+    s.col_wsum.resize(oW);
     s.coef_a.resize(out_numel);
     s.coef_b.resize(out_numel);
     s.gather_a.resize(oW);
@@ -435,7 +430,6 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
       const scalar_t* gp = grad + p * out_numel;
-      const scalar_t* yp = y + p * out_numel;
       acc_t* dxp = dx + p * in_numel;
       s.slow.clear();
       const acc_t M = vector_max(xp, in_numel);
@@ -443,25 +437,21 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
         std::fill(dxp, dxp + in_numel, acc_t(0));
         for (int64_t o = 0; o < out_numel; ++o) s.slow.push_back(o);
       } else {
-        // 1. e = exp(x - M) for the plane and the window sums S.
+        // 1. e = exp(x - M) for the plane, the window sums S and T = sum e * x (y = T / S).
         for (int64_t r = 0; r < D * H; ++r) {
-          if (kRecomputeY<scalar_t>) {
-            exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, s.ex.data() + off);
-            row_window_sums(aw, s.ex.data(), s.row_wsum.data() + r * oW);
-          } else {
-            exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, static_cast<acc_t*>(nullptr));
-          }
+          exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, s.ex.data() + off);
+          row_window_sums(aw, s.ex.data(), s.row_wsum.data() + r * oW);
           row_window_sums(aw, s.e.data() + r * RW, s.row_sum.data() + r * oW);
         }
         // 2. Per-window coefficients a = g / S and b = a * (y - M).
         for (int64_t od = 0; od < ad.out; ++od)
           for (int64_t oh = 0; oh < oH; ++oh) {
             sum_rows(s.row_sum.data(), H, oW, window_at(g, od, oh, 0), s.col_sum.data());
-            if (kRecomputeY<scalar_t>) sum_rows(s.row_wsum.data(), H, oW, window_at(g, od, oh, 0), s.col_wsum.data());
+            sum_rows(s.row_wsum.data(), H, oW, window_at(g, od, oh, 0), s.col_wsum.data());
             const int64_t base = (od * oH + oh) * oW;
             for (int64_t ow = 0; ow < oW; ++ow) {
               const acc_t S = s.col_sum[ow];
-              const acc_t yv = kRecomputeY<scalar_t> ? s.col_wsum[ow] / S : static_cast<acc_t>(yp[base + ow]);
+              const acc_t yv = s.col_wsum[ow] / S;
               if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
                 const acc_t a = static_cast<acc_t>(gp[base + ow]) / S;
                 s.coef_a[base + ow] = a;
@@ -509,8 +499,7 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, const scalar_t
       for (const int64_t o : s.slow) {
         const int64_t ow = o % oW, oh = (o / oW) % oH, od = o / (oW * oH);
         const Window win = window_at(g, od, oh, ow);
-        const double yv = kRecomputeY<scalar_t> ? exact_forward(xp, strides, win) : static_cast<double>(yp[o]);
-        exact_backward(xp, dxp, strides, win, static_cast<double>(gp[o]), yv);
+        exact_backward(xp, dxp, strides, win, static_cast<double>(gp[o]), exact_forward(xp, strides, win));
       }
     }
   });
@@ -597,8 +586,8 @@ void forward_rows(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, cons
 }
 
 template <typename scalar_t>
-void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, acc_type<scalar_t>* dx,
-                   int64_t planes, const Geometry& g) {
+void backward_rows(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* dx, int64_t planes,
+                   const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
   using Vec = Vectorized<acc_t>;
   constexpr int64_t V = Vec::size();
@@ -618,18 +607,15 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, a
     s.e.assign(tile_rows * RW, acc_t(0));
     s.col.resize(RW);
     s.sums.resize(oW);
-    if (kRecomputeY<scalar_t>) {
-      s.ex.assign(RW, acc_t(0));
-      s.wcol.resize(RW);
-      s.wsums.resize(oW);
-    }
+    s.ex.assign(RW, acc_t(0));
+    s.wcol.resize(RW);
+    s.wsums.resize(oW);
     s.a_row.resize(RW);
     s.b_row.resize(RW);
     std::vector<acc_t> coef_a(oW), coef_b(oW);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, xbuf);
       const scalar_t* gp = grad + p * out_numel;
-      const scalar_t* yp = y + p * out_numel;
       acc_t* dxp = dx + p * in_numel;
       // Rows that no window reads get no gradient.
       for (int64_t d = 0; d < D; ++d)
@@ -648,26 +634,22 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, a
                 std::fill(dxp + (d * H + h) * W, dxp + (d * H + h + 1) * W, acc_t(0));
             for (int64_t ow = 0; ow < oW; ++ow) s.slow.push_back(ow);
           } else {
-            // e = exp(x - M) for the tile's rows, and the window sums S.
+            // e = exp(x - M) for the tile's rows, and the window sums S and T (y = T / S).
             std::fill(s.col.begin(), s.col.end(), acc_t(0));
-            if (kRecomputeY<scalar_t>) std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
+            std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
             int64_t t = 0;
             for (int64_t d = rows.d0; d < rows.d1; ++d)
               for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
                 acc_t* et = s.e.data() + t * RW + off;
-                if (kRecomputeY<scalar_t>) {
-                  exp_shifted(xp + (d * H + h) * W, W, M, et, s.ex.data() + off);
-                  add_into(s.wcol.data() + off, s.ex.data() + off, W);
-                } else {
-                  exp_shifted(xp + (d * H + h) * W, W, M, et, static_cast<acc_t*>(nullptr));
-                }
+                exp_shifted(xp + (d * H + h) * W, W, M, et, s.ex.data() + off);
+                add_into(s.wcol.data() + off, s.ex.data() + off, W);
                 add_into(s.col.data() + off, et, W);
               }
             row_window_sums(aw, s.col.data(), s.sums.data());
-            if (kRecomputeY<scalar_t>) row_window_sums(aw, s.wcol.data(), s.wsums.data());
+            row_window_sums(aw, s.wcol.data(), s.wsums.data());
             for (int64_t ow = 0; ow < oW; ++ow) {
               const acc_t S = s.sums[ow];
-              const acc_t yv = kRecomputeY<scalar_t> ? s.wsums[ow] / S : static_cast<acc_t>(yp[base + ow]);
+              const acc_t yv = s.wsums[ow] / S;
               if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
                 coef_a[ow] = static_cast<acc_t>(gp[base + ow]) / S;
                 coef_b[ow] = coef_a[ow] * (yv - M);
@@ -698,9 +680,7 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, const scalar_t* y, a
           }
           for (const int64_t ow : s.slow) {
             const Window win = window_at(g, od, oh, ow);
-            const double yv =
-                kRecomputeY<scalar_t> ? exact_forward(xp, strides, win) : static_cast<double>(yp[base + ow]);
-            exact_backward(xp, dxp, strides, win, static_cast<double>(gp[base + ow]), yv);
+            exact_backward(xp, dxp, strides, win, static_cast<double>(gp[base + ow]), exact_forward(xp, strides, win));
           }
         }
     }
@@ -757,8 +737,8 @@ void forward_channels_last(const scalar_t* x, acc_type<scalar_t>* y, int64_t N, 
 }
 
 template <typename scalar_t>
-void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scalar_t* y,
-                            acc_type<scalar_t>* dx, int64_t N, int64_t C, const Geometry& g) {
+void backward_channels_last(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* dx, int64_t N,
+                            int64_t C, const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
   using Vec = Vectorized<acc_t>;
   constexpr int64_t V = Vec::size();
@@ -850,9 +830,9 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, const scala
           const int64_t i = n * out_numel + o * C + c;
           if (!exact[i]) continue;
           const Window win = window_at(g, od, oh, ow);
-          const double yv = kRecomputeY<scalar_t> ? exact_forward(x + n * in_numel + c, strides, win)
-                                                  : static_cast<double>(y[i]);
-          exact_backward(x + n * in_numel + c, dx + n * in_numel + c, strides, win, static_cast<double>(grad[i]), yv);
+          const scalar_t* xc = x + n * in_numel + c;
+          exact_backward(xc, dx + n * in_numel + c, strides, win, static_cast<double>(grad[i]),
+                         exact_forward(xc, strides, win));
         }
       }
     }
@@ -909,16 +889,14 @@ at::Tensor forward(const at::Tensor& input, at::IntArrayRef windows) {
   return y.to(x.scalar_type());
 }
 
-at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& output,
-                    at::IntArrayRef windows) {
+at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, at::IntArrayRef windows) {
   const Geometry g = parse_windows(windows);
   check_input(input, g, "softpool3d backward");
-  TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape(input, g)) && grad_out.sizes() == output.sizes(),
-              "softpool3d backward: grad and output must have the output's shape");
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(out_shape(input, g)),
+              "softpool3d backward: grad must have the output's shape");
   const bool cl = is_channels_last(input);
   const at::MemoryFormat fmt = format_for(input, cl);
   const at::Tensor x = cl ? input : input.contiguous();
-  const at::Tensor y = output.to(x.scalar_type()).contiguous(fmt);
   const at::Tensor grad = grad_out.to(x.scalar_type()).contiguous(fmt);
   const int64_t N = x.size(0), C = x.size(1);
   at::Tensor dx = at::empty(x.sizes(), x.options().dtype(acc_dtype(x.scalar_type())), fmt);
@@ -927,10 +905,9 @@ at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, const a
     using acc_t = acc_type<scalar_t>;
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* yp = y.const_data_ptr<scalar_t>();
-    if (cl) backward_channels_last<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N, C, g);
-    else if (rows_are_disjoint(g)) backward_rows<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N * C, g);
-    else backward_contiguous<scalar_t>(gp, xp, yp, dx.data_ptr<acc_t>(), N * C, g);
+    if (cl) backward_channels_last<scalar_t>(gp, xp, dx.data_ptr<acc_t>(), N, C, g);
+    else if (rows_are_disjoint(g)) backward_rows<scalar_t>(gp, xp, dx.data_ptr<acc_t>(), N * C, g);
+    else backward_contiguous<scalar_t>(gp, xp, dx.data_ptr<acc_t>(), N * C, g);
   });
   return dx.to(x.scalar_type());
 }
@@ -940,5 +917,5 @@ at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, const a
 
 TORCH_LIBRARY(softpool3d_cpu, m) {
   m.def("forward(Tensor x, int[] windows) -> Tensor", &softpool3d::forward);
-  m.def("backward(Tensor grad, Tensor x, Tensor y, int[] windows) -> Tensor", &softpool3d::backward);
+  m.def("backward(Tensor grad, Tensor x, int[] windows) -> Tensor", &softpool3d::backward);
 }
