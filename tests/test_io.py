@@ -1,6 +1,5 @@
 """Decoding real files written with PyAV at test time; the frame number is drawn into the pixels."""
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -8,36 +7,15 @@ from PIL import Image
 from softpool3d.datasets import VideoDecodeError, available_backends, probe, read_frames
 from softpool3d.datasets.synthetic import write_video
 
-NUM_FRAMES, HEIGHT, WIDTH, BITS = 30, 48, 64, 6
+from helpers import frame_numbers, numbered_frames
 
-
-def numbered_frames() -> np.ndarray:
-    """Frame i shows i in binary as BITS black/white 16x16 blocks (robust to lossy coding)."""
-    video = np.full((NUM_FRAMES, HEIGHT, WIDTH, 3), 30, dtype=np.uint8)
-    for i in range(NUM_FRAMES):
-        for bit in range(BITS):
-            if (i >> bit) & 1:
-                row, col = divmod(bit, 4)
-                video[i, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] = 225
-    return video
-
-
-def frame_numbers(frames: torch.Tensor) -> list[int]:
-    numbers = []
-    for frame in frames.numpy():
-        value = 0
-        for bit in range(BITS):
-            row, col = divmod(bit, 4)
-            if frame[row * 16 + 4:(row + 1) * 16 - 4, col * 16 + 4:(col + 1) * 16 - 4].mean() > 128:
-                value |= 1 << bit
-        numbers.append(value)
-    return numbers
+NUM_FRAMES, HEIGHT, WIDTH = 30, 48, 64
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
-    video = numbered_frames()
+    video = numbered_frames(NUM_FRAMES, HEIGHT, WIDTH)
     write_video(root / "clip.mp4", video, fps=25)
     write_video(root / "clip.avi", video, fps=25, codec="mpeg4")
     frames = root / "rawframes"

@@ -7,7 +7,11 @@ Backends:
 - ``decord``: optional;
 - ``frames``: a directory of images (``img_00001.jpg`` ..., mmaction2's rawframes layout).
 
-Every failure to read a video raises ``VideoDecodeError`` with the path and the cause.
+``read_video`` opens a file once, picks the frame indices from its frame count and decodes
+them. A file whose header claims more frames than decode (a cut-short download, some AVI/MP4
+writers) is not an error: its clips come from the frames that decode, and the result says
+how many that is. A video is bad, and raises ``VideoDecodeError`` with the path and the
+cause, only when it cannot be opened, has no video stream or yields no frame at all.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -46,6 +50,23 @@ class VideoInfo:
     fps: float
     height: int
     width: int
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """What ``read_video`` returns: the chosen frames and the counts they were chosen from."""
+
+    frames: torch.Tensor    # uint8 (T, H, W, 3)
+    num_frames: int         # the frames that really decode; the indices were chosen from these
+    header_frames: int      # what the container claims (its packet count if it stores none; 0 if not read)
+
+    @property
+    def partial(self) -> bool:
+        """True when the file decodes fewer frames than its header says."""
+        return self.header_frames > self.num_frames
+
+
+ChooseIndices = Callable[[int], Sequence[int]]
 
 
 # ---------------------------------------------------------------- backend discovery
@@ -135,33 +156,77 @@ def _pyav_probe(path: Path) -> VideoInfo:
         return VideoInfo(num_frames, fps, int(stream.codec_context.height), int(stream.codec_context.width))
 
 
-def _pyav_read(path: Path, wanted: list[int]) -> tuple[dict[int, np.ndarray], int]:
-    """The wanted frames by index, and how many frames were decoded."""
+def _pyav_decode(container, stream, wanted: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Decode from the start up to the last wanted frame; the wanted frames and how many decoded.
+
+    Fewer frames than ``max(wanted) + 1`` decoded means the stream ended, or broke, there.
+    """
     import av  # noqa: PLC0415
 
     needed = set(wanted)
     last = max(needed)
     frames: dict[int, np.ndarray] = {}
     decoded = 0
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise VideoDecodeError(path, "no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+    try:
         for index, frame in enumerate(container.decode(stream)):
             decoded = index + 1
             if index in needed:
                 frames[index] = frame.to_ndarray(format="rgb24")
             if index >= last:
                 break
+    except av.error.FFmpegError:
+        pass  # a damaged or cut-short stream: the frames before the damage are the video
     return frames, decoded
+
+
+def _pyav_read_video(path: Path, choose: ChooseIndices, num_frames: Optional[int]) -> DecodedFrames:
+    import av  # noqa: PLC0415
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        header = int(stream.frames or 0)
+        if not num_frames and header <= 0:  # some containers (webm, mkv) store no count: count packets
+            header = sum(1 for packet in container.demux(stream) if packet.size > 0)
+            container.seek(0)
+        count = num_frames or header
+        wanted = _checked(path, choose(count), count) if count > 0 else [0]
+        frames, decoded = _pyav_decode(container, stream, wanted)
+        if decoded == 0:
+            raise VideoDecodeError(path, "no frame could be decoded")
+        if decoded <= max(wanted):
+            # The header overstates: the file holds `decoded` frames. Choose again from those.
+            count = decoded
+            wanted = _checked(path, choose(count), count)
+            container.seek(0)
+            frames, decoded = _pyav_decode(container, stream, wanted)
+            if decoded <= max(wanted):
+                raise VideoDecodeError(path, f"decoded {decoded} frames, then {count} on a second pass")
+    return DecodedFrames(torch.from_numpy(np.stack([frames[i] for i in wanted])), count, header)
+
+
+def _checked(path: Path, indices: Sequence[int], count: int) -> list[int]:
+    wanted = [int(i) for i in indices]
+    if not wanted:
+        raise ValueError(f"{path}: no frame index was chosen")
+    if min(wanted) < 0:
+        raise IndexError(f"{path}: negative frame index {min(wanted)}")
+    if max(wanted) >= count:
+        raise IndexError(f"{path}: frame index {max(wanted)} is past the end ({count} frames decode)")
+    return wanted
 
 
 # ---------------------------------------------------------------- public API
 
 
 def probe(path: PathLike, backend: str = "auto") -> VideoInfo:
-    """Frame count, frame rate and size of a video file or a rawframes folder."""
+    """Frame count, frame rate and size of a video file or a rawframes folder, as the header says.
+
+    The count is the container's claim (a packet count where it stores none); a cut-short file
+    decodes fewer frames, which ``read_video`` finds out.
+    """
     path = Path(path)
     _check_exists(path)
     chosen = _resolve(path, backend)
@@ -188,51 +253,77 @@ def probe(path: PathLike, backend: str = "auto") -> VideoInfo:
         raise VideoDecodeError(path, error) from error
 
 
-def read_frames(path: PathLike, indices: Sequence[int], backend: str = "auto") -> torch.Tensor:
-    """The frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3), T = len(indices).
+def read_video(path: PathLike, choose: ChooseIndices, backend: str = "auto",
+               num_frames: Optional[int] = None) -> DecodedFrames:
+    """Open a video once, choose frame indices from its frame count and decode them.
 
-    An index past the last frame raises ``IndexError`` naming the file; anything that cannot
-    be decoded raises ``VideoDecodeError``.
+    Args:
+        path: a video file or a rawframes folder.
+        choose: frame count -> the indices to return (any order, repeats allowed), each below the count.
+        backend: one of ``BACKENDS``.
+        num_frames: the count an earlier read learned; skips the header (and a packet count).
+
+    Returns ``DecodedFrames`` with frames uint8 (T, H, W, 3), T = len(indices). When fewer frames decode
+    than the header says, ``choose`` is called again with the count that decodes. Raises
+    ``VideoDecodeError`` for a bad video and ``IndexError`` when ``choose`` returns an index past its count.
     """
+    import av  # noqa: PLC0415
+
     path = Path(path)
-    wanted = [int(i) for i in indices]
-    if not wanted:
-        raise ValueError(f"read_frames({path}): indices is empty")
-    if min(wanted) < 0:
-        raise IndexError(f"{path}: negative frame index {min(wanted)}")
     _check_exists(path)
     chosen = _resolve(path, backend)
     try:
         if chosen == "frames":
             files = frame_files(path)
-            if max(wanted) >= len(files):
-                raise IndexError(f"{path}: frame index {max(wanted)} is past the end ({len(files)} frames)")
-            frames = {i: _read_image(files[i]) for i in set(wanted)}
-        elif chosen == "torchcodec":
+            wanted = _checked(path, choose(len(files)), len(files))
+            images = {i: _read_image(files[i]) for i in set(wanted)}
+            return DecodedFrames(torch.from_numpy(np.stack([images[i] for i in wanted])), len(files), len(files))
+        if chosen in ("torchcodec", "decord"):
+            decoded = _indexed_read_video(path, choose, chosen, num_frames)
+            if decoded is not None:
+                return decoded
+        return _pyav_read_video(path, choose, num_frames)
+    except (av.error.FFmpegError, OSError) as error:
+        # Decoder and file errors make a bad video; any other error (in `choose`, say) is a bug and surfaces.
+        raise VideoDecodeError(path, error) from error
+
+
+def _indexed_read_video(path: Path, choose: ChooseIndices, backend: str,
+                        num_frames: Optional[int]) -> Optional[DecodedFrames]:
+    """torchcodec or decord: random access by index. None when the decoder fails on the file (a header
+    that overstates, a damaged stream): then PyAV's sequential pass reads it."""
+    try:
+        if backend == "torchcodec":
             from torchcodec.decoders import VideoDecoder  # noqa: PLC0415
 
-            decoder = VideoDecoder(str(path), dimension_order="NHWC")
-            count = int(decoder.metadata.num_frames)
-            if max(wanted) >= count:
-                raise IndexError(f"{path}: frame index {max(wanted)} is past the end ({count} frames)")
-            return decoder.get_frames_at(indices=wanted).data.contiguous()
-        elif chosen == "decord":
+            reader = VideoDecoder(str(path), dimension_order="NHWC")
+            header = int(reader.metadata.num_frames)
+        else:
             import decord  # noqa: PLC0415
 
             reader = decord.VideoReader(str(path))
-            if max(wanted) >= len(reader):
-                raise IndexError(f"{path}: frame index {max(wanted)} is past the end ({len(reader)} frames)")
-            return torch.from_numpy(reader.get_batch(wanted).asnumpy()).contiguous()
+            header = len(reader)
+    except Exception:  # noqa: BLE001
+        return None
+    count = num_frames or header
+    wanted = _checked(path, choose(count), count)
+    try:
+        if backend == "torchcodec":
+            frames = reader.get_frames_at(indices=wanted).data.contiguous()
         else:
-            frames, decoded = _pyav_read(path, wanted)
-            if decoded == 0:
-                raise VideoDecodeError(path, "no frame could be decoded")
-            if max(wanted) >= decoded:
-                raise IndexError(f"{path}: frame index {max(wanted)} is past the end ({decoded} frames)")
-    except (VideoDecodeError, IndexError):
-        raise
-    except Exception as error:  # noqa: BLE001
-        raise VideoDecodeError(path, error) from error
-    if not frames:
-        raise VideoDecodeError(path, "no frame could be decoded")
-    return torch.from_numpy(np.stack([frames[i] for i in wanted]))
+            frames = torch.from_numpy(reader.get_batch(wanted).asnumpy()).contiguous()
+    except Exception:  # noqa: BLE001
+        return None
+    return DecodedFrames(frames, count, header)
+
+
+def read_frames(path: PathLike, indices: Sequence[int], backend: str = "auto") -> torch.Tensor:
+    """The frames at ``indices`` (any order, repeats allowed) as uint8 (T, H, W, 3), T = len(indices).
+
+    An index past the last frame that decodes raises ``IndexError`` naming the file; anything that
+    cannot be decoded raises ``VideoDecodeError``.
+    """
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError(f"read_frames({path}): indices is empty")
+    return read_video(path, lambda count: indices, backend).frames

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -116,13 +116,17 @@ def render_video(label: str, rng: np.random.Generator, background: np.ndarray, f
     return video
 
 
-def write_video(path: Union[str, Path], video: np.ndarray, fps: int = 10, codec: str = "libx264") -> None:
-    """Write uint8 (T, H, W, 3) frames as a video file with PyAV (even H and W for yuv420p)."""
+def write_video(path: Union[str, Path], video: np.ndarray, fps: int = 10, codec: str = "libx264",
+                options: Optional[dict[str, str]] = None) -> None:
+    """Write uint8 (T, H, W, 3) frames as a video file with PyAV (even H and W for yuv420p).
+
+    ``options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` puts an MP4's index first.
+    """
     import av  # noqa: PLC0415
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"

@@ -3,7 +3,12 @@
 ``ds[i]`` returns ``{"video", "label", "index", "path"}``. "video" is float (C, T, H, W) for
 training and for a single test view, and (V, C, T, H, W) for V = num_clips x num_crops test views.
 
-Bad videos:
+A video whose header claims more frames than decode (a cut-short download) is **used**: its clips
+come from the frames that decode. The true count is learned on the first read and kept in shared
+memory, so DataLoader workers and later epochs reuse it; one warning names the file and both counts,
+and the item carries ``"partial": (header_frames, num_frames)``.
+
+Bad videos (cannot be opened, no video stream, no frame decodes):
 
 - training: a video that fails to decode is logged once (path and cause), recorded in
   ``ds.failures`` (of the process that read it) and in the returned item's "replaced" list,
@@ -12,6 +17,8 @@ Bad videos:
 - testing never substitutes: ``on_error="raise"`` (default) raises ``VideoDecodeError``;
   ``on_error="skip"`` returns an item with "error" set and no video, which ``collate_clips``
   leaves out of the batch and lists under "skipped".
+
+Only ``VideoDecodeError`` counts as a bad video: any other error (a transform or sampling bug) surfaces.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import Dataset
 
-from .io import VideoDecodeError, probe, read_frames
+from .io import VideoDecodeError, read_video
 from .sampling import train_clip_indices, uniform_clip_indices
 from .transforms import ClipConfig, build_transforms
 
@@ -61,23 +68,41 @@ class VideoDataset(Dataset):
         self.max_retries = max_retries
         self.failures: list[tuple[str, str]] = []
         self._logged: set[str] = set()
+        # Per sample: (frames that decode, header count) once a read found them to differ; 0 = not seen.
+        # Shared memory, so a count learned in one DataLoader worker serves every worker and epoch.
+        self._counts = torch.zeros(len(samples), 2, dtype=torch.int64).share_memory_()
         self._transform = build_transforms(self.clip, train)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> torch.Tensor:
-        """The video tensor of sample ``index``; decoding errors propagate."""
+    def load(self, index: int) -> tuple[torch.Tensor, Optional[tuple[int, int]]]:
+        """The video tensor of sample ``index`` and, for a partial file, (header frames, decoded frames).
+
+        Decoding errors propagate.
+        """
         path = self.samples[index][0]
-        num_frames = probe(path, self.backend).num_frames
         clip = self.clip
         if self.train:
-            indices = train_clip_indices(num_frames, clip.clip_len, clip.frame_interval)
-            return self._transform(read_frames(path, indices, self.backend))[0]
-        clips = uniform_clip_indices(num_frames, clip.clip_len, clip.frame_interval, clip.num_clips)
-        frames = read_frames(path, [i for c in clips for i in c], self.backend)
-        views = [view for frames_of_clip in frames.split(clip.clip_len) for view in self._transform(frames_of_clip)]
-        return views[0] if len(views) == 1 else torch.stack(views)
+            def choose(count: int) -> list[int]:
+                return train_clip_indices(count, clip.clip_len, clip.frame_interval)
+        else:
+            def choose(count: int) -> list[int]:
+                clips = uniform_clip_indices(count, clip.clip_len, clip.frame_interval, clip.num_clips)
+                return [i for c in clips for i in c]
+        known, header = (int(v) for v in self._counts[index])
+        decoded = read_video(path, choose, self.backend, num_frames=known or None)
+        if decoded.partial and not known:
+            self._counts[index, 0], self._counts[index, 1] = decoded.num_frames, decoded.header_frames
+            header = decoded.header_frames
+            logger.warning("%s: the header says %d frames but %d decode; using the %d that decode",
+                           path, header, decoded.num_frames, decoded.num_frames)
+        partial = (header, decoded.num_frames) if known or decoded.partial else None
+        if self.train:
+            return self._transform(decoded.frames)[0], partial
+        views = [view for frames_of_clip in decoded.frames.split(clip.clip_len)
+                 for view in self._transform(frames_of_clip)]
+        return (views[0] if len(views) == 1 else torch.stack(views)), partial
 
     def _record(self, index: int, error: Exception) -> None:
         path = self.samples[index][0]
@@ -90,25 +115,26 @@ class VideoDataset(Dataset):
         path, label = self.samples[index]
         if not self.train:
             try:
-                video = self.load(index)
-            except (VideoDecodeError, IndexError) as error:
+                video, partial = self.load(index)
+            except VideoDecodeError as error:
                 if self.on_error == "raise":
                     raise
                 self._record(index, error)
                 return {"video": None, "label": label, "index": index, "path": path, "error": str(error)}
-            return {"video": video, "label": label, "index": index, "path": path}
+            return {"video": video, "label": label, "index": index, "path": path, "partial": partial}
         replaced: list[str] = []
         current = index
         for _ in range(self.max_retries + 1):
             try:
-                video = self.load(current)
-            except (VideoDecodeError, IndexError) as error:
+                video, partial = self.load(current)
+            except VideoDecodeError as error:
                 self._record(current, error)
                 replaced.append(self.samples[current][0])
                 current = int(torch.randint(len(self.samples), (1,)))
                 continue
             path, label = self.samples[current]
-            return {"video": video, "label": label, "index": current, "path": path, "replaced": replaced}
+            return {"video": video, "label": label, "index": current, "path": path, "replaced": replaced,
+                    "partial": partial}
         raise RuntimeError(
             f"{self.max_retries + 1} videos in a row could not be decoded (starting at sample {index}); "
             f"last: {self.failures[-1][0]}: {self.failures[-1][1]}"
@@ -116,7 +142,11 @@ class VideoDataset(Dataset):
 
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a batch, leaving out skipped items, which are listed as (path, error) under "skipped"."""
+    """Stack a batch, leaving out skipped items, which are listed as (path, error) under "skipped".
+
+    Partial videos (used, but shorter than their header says) are listed as
+    (path, header frames, decoded frames) under "partial".
+    """
     kept = [item for item in batch if item.get("video") is not None]
     out: dict[str, Any] = {"skipped": [(item["path"], item["error"]) for item in batch if item.get("video") is None]}
     out["video"] = torch.stack([item["video"] for item in kept]) if kept else torch.empty(0)
@@ -124,6 +154,7 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     out["index"] = torch.tensor([item["index"] for item in kept], dtype=torch.long)
     out["path"] = [item["path"] for item in kept]
     out["replaced"] = [p for item in kept for p in item.get("replaced", [])]
+    out["partial"] = [(item["path"], *item["partial"]) for item in kept if item.get("partial")]
     return out
 
 

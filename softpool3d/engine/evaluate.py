@@ -26,13 +26,15 @@ from . import distributed
 
 @dataclass
 class Scores:
-    """Per video, in dataset order: label, view softmax scores (V, num_classes); and the skipped videos."""
+    """Per video, in dataset order: label, view softmax scores (V, num_classes); the skipped videos, and the
+    partial ones (scored on the frames that decode) as (path, header frames, decoded frames)."""
 
     index: torch.Tensor                 # (N,)
     label: torch.Tensor                 # (N,)
     view_probs: torch.Tensor            # (N, V, num_classes)
     paths: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def video_probs(self) -> torch.Tensor:
@@ -53,9 +55,10 @@ def score_videos(model: nn.Module, batches: DataLoader, device: torch.device, *,
     Returns the Scores of all ranks on rank 0 (sorted by video index) and None on the others.
     """
     model.eval()
-    index, label, probs, paths, skipped = [], [], [], [], []
+    index, label, probs, paths, skipped, partial = [], [], [], [], [], []
     for batch in tqdm(batches, desc="eval", disable=not progress, leave=False):
         skipped += batch["skipped"]
+        partial += batch["partial"]
         if not batch["label"].numel():
             continue
         video = batch["video"].to(device, non_blocking=True)
@@ -71,7 +74,7 @@ def score_videos(model: nn.Module, batches: DataLoader, device: torch.device, *,
         index.append(batch["index"])
         label.append(batch["label"])
         paths += batch["path"]
-    local = (index, label, probs, paths, skipped)
+    local = (index, label, probs, paths, skipped, partial)
     parts = distributed.gather_objects(local)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
@@ -88,6 +91,7 @@ def score_videos(model: nn.Module, batches: DataLoader, device: torch.device, *,
         view_probs=torch.cat([t for part in parts for t in part[2]])[order],
         paths=[all_paths[i] for i in order.tolist()],
         skipped=[s for part in parts for s in part[4]],
+        partial=sorted(p for part in parts for p in part[5]),
     )
 
 
@@ -116,6 +120,8 @@ def metrics(scores: Scores, num_classes: int) -> dict:
         "num_views": v,
         "num_skipped": len(scores.skipped),
         "skipped": [{"path": p, "error": e} for p, e in scores.skipped],
+        "num_partial": len(scores.partial),
+        "partial": [{"path": p, "header_frames": h, "decoded_frames": d} for p, h, d in scores.partial],
     }
 
 
@@ -171,9 +177,13 @@ def format_table(result: dict, classes: list[str]) -> str:
         lines.append(f"| {key} | {100 * result[key]:.2f}% |")
     lines.append(f"| videos evaluated | {result['num_videos']} ({result['num_views']} views each) |")
     lines.append(f"| videos skipped | {result['num_skipped']} |")
+    lines.append(f"| videos partial (scored on the frames that decode) | {result['num_partial']} |")
     lines += ["", "| class | accuracy |", "|---|---:|"]
     lines += [f"| {name} | {'n/a' if acc is None else f'{100 * acc:.1f}%'} |"
               for name, acc in zip(classes, result["per_class_acc"])]
     for item in result["skipped"]:
         lines.append(f"skipped: {item['path']}: {item['error']}")
+    for item in result["partial"]:
+        lines.append(f"partial: {item['path']}: the header says {item['header_frames']} frames, "
+                     f"{item['decoded_frames']} decode")
     return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Helpers shared by the data tests: videos whose frames carry their own index."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BITS = 6
+
+
+def numbered_frames(num_frames: int, height: int = 48, width: int = 64, noise: bool = False) -> np.ndarray:
+    """Frame i shows i in binary as BITS black/white 16x16 blocks (robust to lossy coding).
+
+    ``noise`` adds fresh grain to every frame, so that each frame costs bytes as real footage does.
+    """
+    video = np.full((num_frames, height, width, 3), 30, dtype=np.uint8)
+    if noise:
+        video += np.random.default_rng(0).integers(0, 30, video.shape, dtype=np.uint8)
+    for i in range(num_frames):
+        for bit in range(BITS):
+            if (i >> bit) & 1:
+                row, col = divmod(bit, 4)
+                video[i, row * 16:(row + 1) * 16, col * 16:(col + 1) * 16] += 195
+    return video
+
+
+def frame_numbers(frames: torch.Tensor) -> list[int]:
+    """The index drawn into each (H, W, 3) frame by ``numbered_frames``."""
+    numbers = []
+    for frame in frames.numpy():
+        value = 0
+        for bit in range(BITS):
+            row, col = divmod(bit, 4)
+            if frame[row * 16 + 4:(row + 1) * 16 - 4, col * 16 + 4:(col + 1) * 16 - 4].mean() > 128:
+                value |= 1 << bit
+        numbers.append(value)
+    return numbers
+
+
+def cut_short(source: Path, target: Path, packet: int) -> Path:
+    """Keep the bytes before the video's ``packet``-th packet, as an interrupted download does.
+
+    The header stays whole, so it still claims every frame.
+    """
+    import av
+
+    with av.open(str(source)) as container:
+        positions = [p.pos for p in container.demux(container.streams.video[0]) if p.size > 0]
+    target.write_bytes(source.read_bytes()[: positions[packet]])
+    return target
+
+
+def decoded_numbers(path: Path) -> list[int]:
+    """The number drawn in every frame PyAV decodes before the stream ends or breaks: the truth for a
+    cut file (its length is the frame count; after a cut, B-frames can leave gaps in the numbers)."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(container.streams.video[0]):
+                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+        except av.error.FFmpegError:
+            pass
+    return frame_numbers(torch.stack(frames)) if frames else []
+
+
+def frames_that_decode(path: Path) -> int:
+    return len(decoded_numbers(path))
