@@ -2,6 +2,7 @@ import itertools
 import math
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,16 @@ if not torch.cuda.is_available():
 
 from softpool3d.ops import reference
 from softpool3d.ops._geometry import adaptive_windows, pool_windows
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    """A tiny SynthMotion: 3 classes x 7 videos of 8 frames at 32x32; 12 train videos, 9 test videos (group 1)."""
+    from softpool3d.datasets import make_synthmotion
+
+    root = tmp_path_factory.mktemp("synth")
+    make_synthmotion(root, num_classes=3, videos_per_class=7, frames=8, size=32, groups=3)
+    return root
 
 
 @pytest.fixture

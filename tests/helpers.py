@@ -1,4 +1,4 @@
-"""Helpers shared by the data tests: videos whose frames carry their own index."""
+"""Helpers shared by the tests: videos whose frames carry their own index, and tiny training configs."""
 
 from pathlib import Path
 
@@ -67,3 +67,33 @@ def decoded_numbers(path: Path) -> list[int]:
 
 def frames_that_decode(path: Path) -> int:
     return len(decoded_numbers(path))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(synth: Path, out: Path, *extra: str):
+    """The main job's config shrunk to the ``synth`` fixture's SynthMotion: 2 epochs of 3 steps, 32x32 clips."""
+    from softpool3d.engine import load_config
+
+    overrides = [
+        f"data.root={synth}", f"output_dir={out}", "name=tiny", "model.name=r3d_10", "data.clip_len=4",
+        "data.frame_interval=1", "data.short_side=32", "data.crop_size=32", "data.num_workers=0",
+        "train.batch_size=4", "train.epochs=2", "train.progress=false", "test.batch_size=4", "test.views=2x1",
+        "optim.lr=0.05", *extra,
+    ]
+    return load_config(ROOT / "configs" / "synthmotion.yaml", overrides)
+
+
+def torchrun(script: str, *args: str, cwd: Path, timeout: int = 600) -> "subprocess.CompletedProcess":
+    """``torchrun --standalone --nproc_per_node 2 script args`` (a path, or a name under tools/), on the CPU."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOFTPOOL3D_BACKEND", "TRITON"))}
+    env["OMP_NUM_THREADS"] = "1"
+    path = Path(script) if Path(script).is_absolute() else ROOT / "tools" / script
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(path), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)

@@ -1,8 +1,10 @@
 """Training checkpoints: written atomically, read with ``weights_only=True``.
 
 A checkpoint is a dict of tensors and plain Python values only: model, optimizer, scheduler and
-scaler state dicts, epoch, step, the batch within the epoch, RNG states, the config and the class
-names. ``save_checkpoint`` writes a temporary file in the same folder, flushes it to disk and
+scaler state dicts, epoch, step, the batch within the epoch, the best validated clip top-1 and the
+epoch it came from (``best_epoch``), the torch and Python RNG states (``rng``), the config and the
+class names. Training also reseeds every step from (seed, rank, epoch, batch), so a resume repeats
+the uninterrupted run's randomness exactly. ``save_checkpoint`` writes a temporary file in the same folder, flushes it to disk and
 renames it over the target, so a crash mid-write leaves the previous checkpoint intact.
 """
 

@@ -20,6 +20,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from ..datasets.io import BACKENDS as DECODER_BACKENDS
+from ..models._pooling import POOL_KINDS
+
 DATASETS = ("synthmotion", "ucf101", "hmdb51", "kinetics", "list", "folder")
 
 
@@ -46,8 +49,8 @@ class DataConfig:
     short_side: int = 128
     crop_size: int = 112
     min_area: float = 0.25
-    flip: bool = True
-    backend: str = "auto"               # video decoder: auto | pyav | torchcodec | decord
+    flip: Optional[bool] = None         # horizontal flip in training; None: on, except for synthmotion
+    backend: str = "auto"               # video decoder: auto | pyav | torchcodec | decord | frames
     num_workers: int = 4
     generate: bool = True               # synthmotion: generate the dataset when it is absent
     synth_videos_per_class: int = 30
@@ -200,7 +203,9 @@ def check(config: DictConfig) -> None:
     """Value checks the types cannot express."""
     choices = {
         "data.dataset": (config.data.dataset, DATASETS),
-        "model.pool": (config.model.pool, ("soft", "max", "avg")),
+        "model.pool": (config.model.pool, POOL_KINDS),
+        "model.head_pool": (config.model.head_pool, POOL_KINDS),
+        "data.backend": (config.data.backend, DECODER_BACKENDS),
         "optim.name": (config.optim.name, ("sgd", "adamw")),
         "train.amp": (config.train.amp, ("none", "bf16", "fp16")),
         "train.device": (config.train.device, ("auto", "cpu", "cuda")),
@@ -217,6 +222,10 @@ def check(config: DictConfig) -> None:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    if config.data.dataset == "synthmotion" and config.data.flip:
+        raise ConfigError("data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's "
+                          "labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); "
+                          "set data.flip=false or leave it unset")
     parse_views(config.test.views)
 
 

@@ -27,8 +27,9 @@ class DataError(ValueError):
 
 def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConfig:
     data = config.data
+    flip = data.dataset != "synthmotion" if data.flip is None else data.flip
     return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
-                      crop_size=data.crop_size, min_area=data.min_area, flip=data.flip,
+                      crop_size=data.crop_size, min_area=data.min_area, flip=flip,
                       num_clips=views[0], num_crops=views[1])
 
 

@@ -1,4 +1,10 @@
-"""Testing a checkpoint on a held-out split (multi-view) and predicting single videos."""
+"""Testing a checkpoint on a held-out split (multi-view) and predicting single videos.
+
+The network is always the one the checkpoint was trained as: its name, pool and head_pool come from
+the config stored in the checkpoint, and its class count from the stored class names. Pools have no
+weights, so a checkpoint would load into a network with other pools without a word; a test config
+that disagrees with the checkpoint on any of these is an error instead.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,36 @@ from torch import nn
 from ..datasets import VideoDataset
 from . import distributed
 from .checkpoint import load_checkpoint
-from .config import from_plain, parse_views
-from .data import Shard, build_dataset, clip_config, loader
+from .config import ConfigError, from_plain, parse_views
+from .data import DataError, Shard, build_dataset, clip_config, loader
 from .evaluate import Scores, format_table, metrics, score_videos, write_report
 from .train import model_from_config
 
 logger = logging.getLogger("softpool3d.engine")
+
+
+ARCHITECTURE_KEYS = ("name", "pool", "head_pool")
+
+
+def trained_model(state: dict, config: DictConfig, source: Union[str, Path]) -> nn.Module:
+    """The network a checkpoint holds (eval mode, on the CPU), built from the config stored in it.
+
+    Args:
+        state: the loaded checkpoint (``model``, ``config`` and ``classes``).
+        config: the config of this run; ``model.name``, ``model.pool`` and ``model.head_pool`` must
+            agree with the checkpoint's, or a ``ConfigError`` names the key and both values.
+        source: the checkpoint's path, for messages.
+    """
+    trained = from_plain(state["config"])
+    for key in ARCHITECTURE_KEYS:
+        if config.model[key] != trained.model[key]:
+            raise ConfigError(
+                f"model.{key}: {source} was trained with {trained.model[key]!r} but the config says "
+                f"{config.model[key]!r}; drop that setting or test with the training config"
+            )
+    model = model_from_config(trained, len(state["classes"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
 
 
 def model_from_checkpoint(path: Union[str, Path], overrides: Sequence[str] = ()) -> tuple[nn.Module, DictConfig,
@@ -26,35 +56,35 @@ def model_from_checkpoint(path: Union[str, Path], overrides: Sequence[str] = ())
     """The trained model (eval mode, on the CPU), its config (with overrides) and class names."""
     state = load_checkpoint(path)
     config = from_plain(state["config"], overrides)
-    classes = list(state["classes"])
-    model = model_from_config(config, len(classes))
-    model.load_state_dict(state["model"])
-    return model.eval(), config, classes
+    return trained_model(state, config, path), config, list(state["classes"])
 
 
 def run_test(config: DictConfig, checkpoint: Union[str, Path]) -> Optional[tuple[dict, Path, list[str]]]:
     """Multi-view test of ``checkpoint`` on ``config``'s held-out split; writes the report.
 
+    The network is the checkpoint's own (see ``trained_model``); data and test settings come from ``config``.
+
     Returns (metrics, report folder, class names) on rank 0 and None on other ranks.
     """
     ctx = distributed.setup(config.train.device)
-    state = load_checkpoint(checkpoint)
-    classes = list(state["classes"])
-    model = model_from_config(config, len(classes))
-    model.load_state_dict(state["model"])
-    memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
-    model.to(ctx.device, memory_format=memory_format)
+    try:
+        state = load_checkpoint(checkpoint)
+        classes = list(state["classes"])
+        model = trained_model(state, config, checkpoint)
+        memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+        model.to(ctx.device, memory_format=memory_format)
 
-    views = parse_views(config.test.views)
-    dataset = build_dataset(config, "test", views=views, on_error=config.test.on_error)
-    if list(dataset.classes) != classes:
-        raise ValueError(f"{checkpoint} was trained on {len(classes)} classes that differ from the test split's "
-                         f"{len(dataset.classes)}; check data.* against the training config")
-    batches = loader(dataset, Shard(len(dataset), ctx.rank, ctx.world_size), config.test.batch_size, config,
-                     train=False)
-    scores = score_videos(model, batches, ctx.device, amp=config.train.amp, channels_last=config.train.channels_last,
-                          progress=ctx.is_main and config.train.progress)
-    distributed.cleanup()
+        views = parse_views(config.test.views)
+        dataset = build_dataset(config, "test", views=views, on_error=config.test.on_error)
+        if list(dataset.classes) != classes:
+            raise DataError(f"{checkpoint} was trained on {len(classes)} classes that differ from the test split's "
+                             f"{len(dataset.classes)}; check data.* against the training config")
+        batches = loader(dataset, Shard(len(dataset), ctx.rank, ctx.world_size), config.test.batch_size, config,
+                         train=False)
+        scores = score_videos(model, batches, ctx.device, amp=config.train.amp,
+                              channels_last=config.train.channels_last, progress=ctx.is_main and config.train.progress)
+    finally:
+        distributed.cleanup()
     if scores is None:
         return None
     result = metrics(scores, len(classes))

@@ -16,20 +16,22 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..models import build_model
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, load_pretrained, save_checkpoint, unwrap
-from .config import save_config, to_plain
+from .config import ConfigError, save_config, to_plain
 from .data import (DataError, SeededSamples, Shard, SkipFirst, build_dataset, check_classes, ensure_synthmotion,
                    loader, train_sampler)
 from .evaluate import autocast, metrics, score_videos
@@ -127,15 +129,76 @@ def validate(model: nn.Module, dataset, config: DictConfig, ctx: distributed.Con
             "val_videos": result["num_videos"], "val_skipped": result["num_skipped"]}
 
 
-def train(config: DictConfig) -> Path:
-    """Run the experiment ``config`` describes; returns the run folder."""
-    ctx = distributed.setup(config.train.device)
+@contextlib.contextmanager
+def worker_batches(batches: DataLoader) -> Iterator:
+    """Iterate ``batches`` and stop its worker processes on leaving, also on an exception or Ctrl-C."""
+    iterator = iter(batches)
+    try:
+        yield iterator
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)   # what the iterator's __del__ would call later
+        if shutdown is not None:
+            shutdown()
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; built once by ``prepare``, advanced by the epoch functions."""
+
+    config: DictConfig
+    ctx: distributed.Context
+    folder: Path
+    classes: list[str]
+    seeded: SeededSamples
+    sampler: torch.utils.data.DistributedSampler
+    val_set: Any
+    model: nn.Module                  # the bare model (what checkpoints hold)
+    net: nn.Module                    # what the steps call: model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    batches_per_epoch: int
+    memory_format: torch.memory_format
+    writer: Optional[SummaryWriter] = None
+    epoch: int = 0                    # epochs finished
+    step: int = 0                     # optimizer steps taken
+    skip_batches: int = 0             # batches of epoch ``epoch`` already done (a mid-epoch resume)
+    best: float = -1.0                # best validated clip top-1
+    best_epoch: Optional[int] = None  # the epoch best.pt holds
+    history: list = field(default_factory=list)
+
+    def checkpoint(self, batch_in_epoch: int) -> dict:
+        return {
+            "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "step": self.step, "batch_in_epoch": batch_in_epoch, "best_top1": self.best,
+            "best_epoch": self.best_epoch, "history": self.history, "config": to_plain(self.config),
+            "classes": self.classes, "rng": rng_state(),
+        }
+
+
+def rng_state() -> dict:
+    """The torch (CPU and CUDA) and Python RNG states, as plain tensors and values."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
+    """Data, model, optimizer, schedule and resume; every data problem surfaces here, before training."""
     if config.train.amp == "fp16" and ctx.device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a GPU; use train.amp=bf16 or none on the CPU")
+        raise ConfigError("train.amp=fp16 needs a CUDA GPU (it uses a GradScaler); on the CPU use bf16 or none")
     folder = run_dir(config)
     torch.manual_seed(config.seed)
-
-    # ---- data: every problem surfaces here, before any training
     if config.data.dataset == "synthmotion":
         if ctx.is_main:
             ensure_synthmotion(config)
@@ -155,7 +218,6 @@ def train(config: DictConfig) -> Path:
         raise DataError(f"one epoch has {batches_per_epoch} batches, fewer than train.accumulate="
                         f"{config.train.accumulate}")
 
-    # ---- model, optimizer, schedule
     model = model_from_config(config, len(classes))
     if config.model.pretrained:
         load_pretrained(model, config.model.pretrained)
@@ -168,10 +230,15 @@ def train(config: DictConfig) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, warmup_steps, config.optim.warmup_start_factor, min_factor))
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.train.amp == "fp16")
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
+    net: nn.Module = model
+    if ctx.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                                  else None)
+    if config.train.compile:
+        net = torch.compile(net)
+    run = Run(config, ctx, folder, classes, seeded, sampler, val_set, model, net, optimizer, scheduler, scaler,
+              nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing), batches_per_epoch, memory_format)
 
-    # ---- resume
-    start_epoch, step, skip_batches, best, history = 0, 0, 0, -1.0, []
     resume = config.resume
     if resume == "auto":
         resume = folder / "last.pt" if (folder / "last.pt").exists() else None
@@ -183,119 +250,142 @@ def train(config: DictConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, step, skip_batches = state["epoch"], state["step"], state["batch_in_epoch"]
-        best, history = state["best_top1"], list(state["history"])
+        run.epoch, run.step, run.skip_batches = state["epoch"], state["step"], state["batch_in_epoch"]
+        run.best, run.best_epoch, run.history = state["best_top1"], state.get("best_epoch"), list(state["history"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
         if ctx.is_main:
-            logger.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", resume, start_epoch, step,
-                        skip_batches)
+            logger.info("resumed from %s at epoch %d, step %d (batch %d of the epoch)", resume, run.epoch, run.step,
+                        run.skip_batches)
+    return run
 
-    net: nn.Module = model
-    if ctx.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                                  else None)
-    if config.train.compile:
-        net = torch.compile(net)
 
-    writer = None
-    if ctx.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        save_config(config, folder / "config.yaml")
-        writer = SummaryWriter(str(folder / "tb"))
-        logger.info("run folder %s: %s (%s pool), %d classes, %d train / %d val videos, %d steps per epoch",
-                    folder, config.model.name, config.model.pool, len(classes), len(train_set), len(val_set),
-                    steps_per_epoch)
+def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
+    """Train epoch ``run.epoch`` (from ``run.skip_batches`` on a resume).
 
-    def checkpoint(epoch: int, batch_in_epoch: int) -> dict:
-        return {
-            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch, "best_top1": best,
-            "history": history, "config": to_plain(config), "classes": classes,
-        }
-
-    accumulate = config.train.accumulate
-    for epoch in range(start_epoch, config.train.epochs):
-        sampler.set_epoch(epoch)
-        seeded.set_epoch(epoch)
-        first = skip_batches if epoch == start_epoch else 0
-        batches = loader(seeded, SkipFirst(sampler, first * config.train.batch_size), config.train.batch_size, config,
-                         train=True)
-        net.train()
-        sums = torch.zeros(3, dtype=torch.float64)         # loss * n, correct, n
-        started = time.perf_counter()
-        bar = tqdm(total=batches_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}",
-                   disable=not (ctx.is_main and config.train.progress), dynamic_ncols=True)
-        for batch_index, batch in enumerate(batches, start=first):
+    Returns this rank's (loss sum, correct, clips) and whether ``train.stop_after_steps`` was reached;
+    then last.pt is saved here, at the batch where training stopped.
+    """
+    config, ctx = run.config, run.ctx
+    epoch, first, accumulate = run.epoch, run.skip_batches, config.train.accumulate
+    run.sampler.set_epoch(epoch)
+    run.seeded.set_epoch(epoch)
+    batches = loader(run.seeded, SkipFirst(run.sampler, first * config.train.batch_size), config.train.batch_size,
+                     config, train=True)
+    run.net.train()
+    sums = torch.zeros(3, dtype=torch.float64)         # loss * n, correct, n
+    started = time.perf_counter()
+    bar = tqdm(total=run.batches_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}",
+               disable=not (ctx.is_main and config.train.progress), dynamic_ncols=True)
+    with bar, worker_batches(batches) as stream:
+        for batch_index, batch in enumerate(stream, start=first):
             seed_step(config.seed, ctx.rank, epoch, batch_index)
-            video = batch["video"].to(ctx.device, non_blocking=True).contiguous(memory_format=memory_format)
+            video = batch["video"].to(ctx.device, non_blocking=True).contiguous(memory_format=run.memory_format)
             label = batch["label"].to(ctx.device, non_blocking=True)
             stepping = (batch_index + 1) % accumulate == 0
-            sync = contextlib.nullcontext() if stepping or ctx.world_size == 1 else net.no_sync()
+            sync = contextlib.nullcontext() if stepping or ctx.world_size == 1 else run.net.no_sync()
             with sync:
                 with autocast(ctx.device, config.train.amp):
-                    logits = net(video)
-                    loss = criterion(logits.float(), label)
-                scaler.scale(loss / accumulate).backward()
+                    logits = run.net(video)
+                    loss = run.criterion(logits.float(), label)
+                run.scaler.scale(loss / accumulate).backward()
             if stepping:
-                if config.train.clip_grad_norm:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
+                optimizer_step(run)
             n = label.numel()
-            sums += torch.tensor([float(loss.detach()) * n, float((logits.argmax(1) == label).sum()), n], dtype=torch.float64)
+            sums += torch.tensor([float(loss.detach()) * n, float((logits.argmax(1) == label).sum()), n],
+                                 dtype=torch.float64)
             elapsed = time.perf_counter() - started
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}%",
                             clips_s=f"{sums[2] * ctx.world_size / max(elapsed, 1e-9):.1f}",
-                            lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                            lr=f"{run.scheduler.get_last_lr()[0]:.2e}")
             bar.update(1)
-            if writer is not None and stepping and step % config.train.log_every == 0:
-                writer.add_scalar("train/loss", float(loss.detach()), step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            if stepping and config.train.stop_after_steps and step >= config.train.stop_after_steps:
-                bar.close()
+            if run.writer is not None and stepping and run.step % config.train.log_every == 0:
+                run.writer.add_scalar("train/loss", float(loss.detach()), run.step)
+                run.writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.step)
+            if stepping and config.train.stop_after_steps and run.step >= config.train.stop_after_steps:
                 if ctx.is_main:
-                    save_checkpoint(checkpoint(epoch, batch_index + 1), folder / "last.pt")
-                    logger.info("stopped after %d steps as train.stop_after_steps asks; last.pt saved", step)
-                    writer.close()
-                distributed.barrier()
-                distributed.cleanup()
-                return folder
-        bar.close()
+                    save_checkpoint(run.checkpoint(batch_index + 1), run.folder / "last.pt")
+                    logger.info("stopped after %d steps as train.stop_after_steps asks; last.pt saved", run.step)
+                return sums, True
+    return sums, False
 
-        loss_sum, correct, count = distributed.all_sum(sums.tolist(), ctx.device)
-        record = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0],
-                  "train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
-                  "train_clips": int(count), "epoch_seconds": round(time.perf_counter() - started, 1)}
-        if config.train.val_every and ((epoch + 1) % config.train.val_every == 0 or epoch + 1 == config.train.epochs):
-            val = validate(net, val_set, config, ctx)
-            if val is not None:
-                record.update(val)
-        record["ranks_in_sync"] = parameters_in_sync(model, ctx.device)
+
+def optimizer_step(run: Run) -> None:
+    if run.config.train.clip_grad_norm:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.step += 1
+
+
+def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
+    """Validate (every ``train.val_every`` epochs and after the last), check DDP sync, checkpoint and log.
+
+    best.pt is written only for a validated epoch that improves clip top-1; its ``best_epoch`` names it.
+    """
+    config, ctx = run.config, run.ctx
+    epoch = run.epoch + 1
+    loss_sum, correct, count = distributed.all_sum(sums.tolist(), ctx.device)
+    record = {"epoch": epoch, "step": run.step, "lr": run.scheduler.get_last_lr()[0],
+              "train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
+              "train_clips": int(count), "epoch_seconds": round(seconds, 1)}
+    if config.train.val_every and (epoch % config.train.val_every == 0 or epoch == config.train.epochs):
+        val = validate(run.net, run.val_set, config, ctx)
+        if val is not None:
+            record.update(val)
+    record["ranks_in_sync"] = parameters_in_sync(run.model, ctx.device)
+    if not record["ranks_in_sync"]:        # every rank sees the gathered checksums, so every rank stops
+        raise RuntimeError(f"the processes' weights differ after epoch {epoch}; DDP is out of sync")
+    run.epoch, run.skip_batches = epoch, 0
+    if ctx.is_main:
+        run.history.append(record)
+        improved = "val_top1" in record and record["val_top1"] > run.best
+        if improved:
+            run.best, run.best_epoch = record["val_top1"], epoch
+        state = run.checkpoint(0)
+        save_checkpoint(state, run.folder / "last.pt")
+        if improved:
+            save_checkpoint(state, run.folder / "best.pt")
+        # Rewritten from the history each epoch, so a resumed run never repeats or loses a line.
+        (run.folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in run.history))
+        for key, value in record.items():
+            if isinstance(value, float) and key != "epoch":
+                run.writer.add_scalar(f"epoch/{key}", value, epoch)
+        plot_curves(run.history, run.folder / "curves.png")
+        shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
+        tqdm.write(f"epoch {epoch}: {shown}")
+    distributed.barrier()
+
+
+def train(config: DictConfig) -> Path:
+    """Run the experiment ``config`` describes; returns the run folder.
+
+    The process group, the TensorBoard writer and the data workers are torn down on every exit:
+    the end, ``train.stop_after_steps``, an exception or Ctrl-C.
+    """
+    ctx = distributed.setup(config.train.device)
+    run = None
+    try:
+        run = prepare(config, ctx)
         if ctx.is_main:
-            if not record["ranks_in_sync"]:
-                raise RuntimeError("the processes' weights differ after an epoch; DDP is out of sync")
-            history.append(record)
-            improved = record.get("val_top1", -1.0) > best
-            best = max(best, record.get("val_top1", -1.0))
-            state = checkpoint(epoch + 1, 0)
-            save_checkpoint(state, folder / "last.pt")
-            if improved or "val_top1" not in record:
-                save_checkpoint(state, folder / "best.pt")
-            # Rewritten from the history each epoch, so a resumed run never repeats or loses a line.
-            (folder / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-            for key, value in record.items():
-                if isinstance(value, float) and key != "epoch":
-                    writer.add_scalar(f"epoch/{key}", value, epoch + 1)
-            plot_curves(history, folder / "curves.png")
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()}
-            tqdm.write(f"epoch {epoch + 1}: {shown}")
-        distributed.barrier()
-
-    if writer is not None:
-        writer.close()
-    distributed.cleanup()
-    return folder
+            run.folder.mkdir(parents=True, exist_ok=True)
+            save_config(config, run.folder / "config.yaml")
+            run.writer = SummaryWriter(str(run.folder / "tb"))
+            logger.info("run folder %s: %s (%s pool), %d classes, %d train / %d val videos, %d batches per epoch",
+                        run.folder, config.model.name, config.model.pool, len(run.classes), len(run.seeded),
+                        len(run.val_set), run.batches_per_epoch)
+        while run.epoch < config.train.epochs:
+            started = time.perf_counter()
+            sums, stopped = train_one_epoch(run)
+            if stopped:
+                distributed.barrier()
+                break
+            end_of_epoch(run, sums, time.perf_counter() - started)
+        return run.folder
+    finally:
+        if run is not None and run.writer is not None:
+            run.writer.close()
+        distributed.cleanup()

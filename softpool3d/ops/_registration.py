@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 from torch import Tensor
@@ -80,9 +81,22 @@ def backend_for(x: Tensor) -> str:
         if not cpu.load():
             raise RuntimeError("SOFTPOOL3D_BACKEND=cpp but the C++ CPU kernel could not be built")
         return "cpp"
-    if x.device.type == "cuda" and _triton_available():
-        return "triton"
+    if x.device.type == "cuda":
+        if _triton_available():
+            return "triton"
+        _warn_no_triton()
     return "cpp" if cpp_ok and cpu.load() else "reference"
+
+
+@functools.cache
+def _warn_no_triton() -> None:
+    warnings.warn(
+        "softpool3d: Triton is not installed, so SoftPool on CUDA tensors runs the pure-PyTorch reference, "
+        "which gathers every window and needs about kernel-volume times the input's memory (27x for 3x3x3) "
+        "and is far slower; pip install triton to get the GPU kernels.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _gpu():
