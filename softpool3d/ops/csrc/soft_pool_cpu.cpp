@@ -242,6 +242,30 @@ void exp_shifted(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* ex) {
   }
 }
 
+// One row of a tile: e = exp(x - M) (stored when e is given), col += e and wcol += e * x.
+template <typename acc_t>
+void exp_accumulate(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* __restrict col, acc_t* __restrict wcol) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec vM(M);
+  for (int64_t i = 0; i < n; i += V) {
+    const int64_t r = std::min(V, n - i);
+    const Vec xv = r == V ? Vec::loadu(x + i) : Vec::loadu(x + i, r);
+    const Vec ev = (xv - vM).exp();
+    const Vec cv = (r == V ? Vec::loadu(col + i) : Vec::loadu(col + i, r)) + ev;
+    const Vec wv = (r == V ? Vec::loadu(wcol + i) : Vec::loadu(wcol + i, r)) + ev * xv;
+    if (r == V) {
+      cv.store(col + i);
+      wv.store(wcol + i);
+      if (e) ev.store(e + i);
+    } else {
+      cv.store(col + i, r);
+      wv.store(wcol + i, r);
+      if (e) ev.store(e + i, r);
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
 inline Vectorized<acc_t> load_acc(const scalar_t* p, int64_t count) {
   using Vec = Vectorized<acc_t>;
@@ -521,18 +545,31 @@ bool rows_are_disjoint(const Geometry& g) {
 
 template <typename acc_t>
 struct TileScratch {
-  std::vector<acc_t> e, ex;          // the tile's rows of exp(x - M) (and * x), zero-padded along W
+  std::vector<acc_t> e;              // backward: the tile's rows of exp(x - M), zero-padded along W
   std::vector<acc_t> col, wcol;      // their sums over the tile's rows
   std::vector<acc_t> sums, wsums;    // per output column: S and T
   std::vector<acc_t> a_row, b_row;   // backward: g/S and g/S * (y - M), spread back along W
   std::vector<int64_t> slow;
 };
 
+// Max over the tile's rows (NaN if any is NaN), with one horizontal reduction per tile.
 template <typename acc_t>
 acc_t tile_max(const acc_t* xp, int64_t H, int64_t W, const Window& rows) {
-  acc_t m = -std::numeric_limits<acc_t>::infinity();
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec lowest(-std::numeric_limits<acc_t>::infinity());
+  Vec vmax = lowest;
   for (int64_t d = rows.d0; d < rows.d1; ++d)
-    for (int64_t h = rows.h0; h < rows.h1; ++h) m = max_nan(m, vector_max(xp + (d * H + h) * W, W));
+    for (int64_t h = rows.h0; h < rows.h1; ++h) {
+      const acc_t* row = xp + (d * H + h) * W;
+      int64_t i = 0;
+      for (; i + V <= W; i += V) vmax = at::vec::maximum(vmax, Vec::loadu(row + i));
+      if (i < W) vmax = at::vec::maximum(vmax, Vec::set(lowest, Vec::loadu(row + i, W - i), W - i));
+    }
+  alignas(64) acc_t lanes[V];
+  vmax.store(lanes);
+  acc_t m = lanes[0];
+  for (int64_t l = 1; l < V; ++l) m = max_nan(m, lanes[l]);
   return m;
 }
 
@@ -547,8 +584,6 @@ void forward_rows(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, cons
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     TileScratch<acc_t> s;
     std::vector<acc_t> xbuf;
-    s.e.assign(RW, acc_t(0));
-    s.ex.assign(RW, acc_t(0));
     s.col.resize(RW);
     s.wcol.resize(RW);
     s.sums.resize(oW);
@@ -565,11 +600,9 @@ void forward_rows(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, cons
             std::fill(s.col.begin(), s.col.end(), acc_t(0));
             std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
             for (int64_t d = rows.d0; d < rows.d1; ++d)
-              for (int64_t h = rows.h0; h < rows.h1; ++h) {
-                exp_shifted(xp + (d * H + h) * W, W, M, s.e.data() + off, s.ex.data() + off);
-                add_into(s.col.data() + off, s.e.data() + off, W);
-                add_into(s.wcol.data() + off, s.ex.data() + off, W);
-              }
+              for (int64_t h = rows.h0; h < rows.h1; ++h)
+                exp_accumulate(xp + (d * H + h) * W, W, M, static_cast<acc_t*>(nullptr), s.col.data() + off,
+                               s.wcol.data() + off);
             row_window_sums(aw, s.col.data(), s.sums.data());
             row_window_sums(aw, s.wcol.data(), s.wsums.data());
           }
@@ -607,7 +640,6 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* 
     s.e.assign(tile_rows * RW, acc_t(0));
     s.col.resize(RW);
     s.sums.resize(oW);
-    s.ex.assign(RW, acc_t(0));
     s.wcol.resize(RW);
     s.wsums.resize(oW);
     s.a_row.resize(RW);
@@ -640,10 +672,8 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* 
             int64_t t = 0;
             for (int64_t d = rows.d0; d < rows.d1; ++d)
               for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
-                acc_t* et = s.e.data() + t * RW + off;
-                exp_shifted(xp + (d * H + h) * W, W, M, et, s.ex.data() + off);
-                add_into(s.wcol.data() + off, s.ex.data() + off, W);
-                add_into(s.col.data() + off, et, W);
+                exp_accumulate(xp + (d * H + h) * W, W, M, s.e.data() + t * RW + off, s.col.data() + off,
+                               s.wcol.data() + off);
               }
             row_window_sums(aw, s.col.data(), s.sums.data());
             row_window_sums(aw, s.wcol.data(), s.wsums.data());
