@@ -30,9 +30,10 @@ bit-identical gradients from run to run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from typing import NamedTuple
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 import triton
@@ -168,21 +169,16 @@ def _covering(i, L, O, k, s, p, ADAPTIVE: tl.constexpr):
 @triton.jit
 def _window_stats(x_ptr, base, d0, d1, h0, h1, w0, w1, sxD, sxH, sxW, mask,
                   KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
-    """Per lane: m (max), s = sum exp(x - m), t = sum exp(x - m) * x, NaN flag and the number of +inf entries."""
+    """Per lane, in one pass over the window: m (max), s = sum exp(x - m), t = sum exp(x - m) * x,
+    a NaN flag and the number of +inf entries.
+
+    Online max: a value above the running max m rescales s and t by exp(m - v) and adds 1 and v;
+    any other finite value adds exp(v - m) and exp(v - m) * v. One exp per element either way.
+    """
     m = tl.full([BLOCK], float("-inf"), ACC)
-    has_nan = tl.zeros([BLOCK], tl.int1)
-    for kd in range(KD):
-        for kh in range(KH):
-            for kw in range(KW):
-                d, h, w = d0 + kd, h0 + kh, w0 + kw
-                valid = mask & (d < d1) & (h < h1) & (w < w1)
-                v = tl.load(x_ptr + base + d * sxD + h * sxH + w * sxW, mask=valid, other=float("-inf")).to(ACC)
-                has_nan = has_nan | (v != v)
-                m = tl.maximum(m, v)
-    finite = (m == m) & (tl.abs(m) != float("inf"))
-    shift = tl.where(finite, m, 0.0)
     s = tl.zeros([BLOCK], ACC)
     t = tl.zeros([BLOCK], ACC)
+    has_nan = tl.zeros([BLOCK], tl.int1)
     n_inf = tl.zeros([BLOCK], ACC)
     for kd in range(KD):
         for kh in range(KH):
@@ -190,10 +186,15 @@ def _window_stats(x_ptr, base, d0, d1, h0, h1, w0, w1, sxD, sxH, sxW, mask,
                 d, h, w = d0 + kd, h0 + kh, w0 + kw
                 valid = mask & (d < d1) & (h < h1) & (w < w1)
                 v = tl.load(x_ptr + base + d * sxD + h * sxH + w * sxW, mask=valid, other=float("-inf")).to(ACC)
-                e = tl.exp(v - shift)
-                s += e
-                t += tl.where(e > 0, e * v, 0.0)
+                has_nan = has_nan | (v != v)
                 n_inf += tl.where(v == float("inf"), 1.0, 0.0)
+                # Only finite values enter s and t; NaN and +inf windows get their result from the rules.
+                go = (v > float("-inf")) & (v < float("inf")) & (m < float("inf"))
+                above = v > m
+                scale = tl.exp(tl.where(go, tl.where(above, m - v, v - m), 0.0))
+                s = tl.where(go, tl.where(above, s * scale + 1.0, s + scale), s)
+                t = tl.where(go, tl.where(above, t * scale + v, t + scale * v), t)
+                m = tl.where(v != v, m, tl.maximum(m, v))
     return m, s, t, has_nan, n_inf
 
 
@@ -337,10 +338,28 @@ def _geometry_args(axes) -> list[int]:
     return [d.kernel, h.kernel, w.kernel, d.stride, h.stride, w.stride, d.padding, h.padding, w.padding]
 
 
+# When set (by ``recording_launches``), launches are appended here instead of run: (kernel, args, constexprs).
+_recorded: Optional[list] = None
+
+
+@contextlib.contextmanager
+def recording_launches() -> Iterator[list]:
+    """Record what the host code would launch, without launching: the ahead-of-time compile check's source."""
+    global _recorded
+    _recorded = []
+    try:
+        yield _recorded
+    finally:
+        _recorded = None
+
+
 def _launch(kernel, total: int, args: list, constexprs: dict, device: torch.device) -> None:
     if total == 0:
         return
     block = _block(total)
+    if _recorded is not None:
+        _recorded.append((kernel, args, {**constexprs, "BLOCK": block}))
+        return
     grid = (triton.cdiv(total, block),)
     if device.type == "cuda":
         with torch.cuda.device(device):
