@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
-	$(PY) -c "from softpool3d.ops import cpu; import sys; ok = cpu.load(); print('C++ CPU kernel', cpu.capability(), 'ready' if ok else 'NOT built'); sys.exit(not ok)"
+	$(PY) -c "from softpool3d.ops import cpp; import sys; ok = cpp.load(); print('C++ CPU kernel', cpp.capability(), 'ready' if ok else 'NOT built'); sys.exit(not ok)"
 
 MAIN_CONFIG := configs/synthmotion.yaml
 MAIN_RUN    := runs/synthmotion_r3d_10_soft

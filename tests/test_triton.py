@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import softpool3d as sp
-from softpool3d.ops import backend_for, reference
+from softpool3d.ops import backend_for, force_backend, reference
 from softpool3d.ops._geometry import adaptive_windows, pool_windows
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
@@ -25,9 +25,8 @@ CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 @pytest.fixture(autouse=True)
-def triton_backend(monkeypatch):
-    monkeypatch.setenv("SOFTPOOL3D_BACKEND", "triton")
-    with warnings.catch_warnings():
+def triton_backend():
+    with force_backend("triton"), warnings.catch_warnings():
         # The interpreter evaluates masked-off lanes too, in numpy, which warns about their inf/nan.
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton")
         yield
@@ -199,7 +198,6 @@ def test_gpu_check_script_runs_its_checks(monkeypatch, tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     import gpu_check
 
-    monkeypatch.setenv("SOFTPOOL3D_BACKEND", "triton")  # the script sets it too; restored after the test
     assert gpu_check.main(["--device", DEVICE, "--quick", "--json", str(tmp_path / "report.json")]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["backend"] == "triton" and report["failed"] == 0 and len(report["checks"]) >= 15
@@ -217,8 +215,8 @@ def test_backend_for_names_triton(monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET")
         with pytest.raises(ValueError, match="TRITON_INTERPRET"):
             backend_for(torch.zeros(1, 1, 2))
-        monkeypatch.setenv("SOFTPOOL3D_BACKEND", "auto")
-        assert backend_for(torch.zeros(1, 1, 2)) == "cpp"
+        with force_backend("auto"):
+            assert backend_for(torch.zeros(1, 1, 2)) == "cpp"
 
 
 def test_opcheck(seed):

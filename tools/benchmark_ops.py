@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softpool3d.ops import _registration, cpu, soft_pool1d, soft_pool2d, soft_pool3d  # noqa: E402
+from softpool3d.ops import backend_for, cpp, force_backend, soft_pool1d, soft_pool2d, soft_pool3d  # noqa: E402
 
 POOL = {1: (F.max_pool1d, F.avg_pool1d, soft_pool1d),
         2: (F.max_pool2d, F.avg_pool2d, soft_pool2d),
@@ -51,7 +51,7 @@ def contenders(dims: int, k: int, s: int, p: int) -> dict:
         return soft_pool(x, k, s, p)
 
     def soft_reference(x):
-        # Timed under SOFTPOOL3D_BACKEND=reference (see backend_env), forward and backward.
+        # Timed under force_backend("reference") (see backend_env), forward and backward.
         return soft_pool(x, k, s, p)
 
     def formula(x):
@@ -68,17 +68,9 @@ def contenders(dims: int, k: int, s: int, p: int) -> dict:
     }
 
 
-@contextlib.contextmanager
 def backend_env(name: str):
-    """Run the reference contender, forward and backward, with SOFTPOOL3D_BACKEND=reference."""
-    if name != "soft (reference)":
-        yield
-        return
-    os.environ["SOFTPOOL3D_BACKEND"] = "reference"
-    try:
-        yield
-    finally:
-        os.environ.pop("SOFTPOOL3D_BACKEND")
+    """Run the reference contender, forward and backward, under force_backend("reference")."""
+    return force_backend("reference") if name == "soft (reference)" else contextlib.nullcontext()
 
 
 def saved_bytes(fn, x) -> int:
@@ -151,11 +143,11 @@ def main() -> None:
 
     cases = CASES[:2] if args.quick else CASES
     dtypes = ["float32"] if args.quick else args.dtypes.split(",")
-    if not cpu.load():
+    if not cpp.load():
         sys.exit("the C++ kernel is not available; nothing to benchmark")
     torch.manual_seed(0)
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernel {cpu.capability()}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernel {cpp.capability()}")
     results = []
     for dtype_name in dtypes:
         dtype = getattr(torch, dtype_name)
@@ -167,7 +159,7 @@ def main() -> None:
             fns = contenders(dims, k, s, p)
             if args.no_reference:
                 fns.pop("soft (reference)")
-            assert _registration.backend_for(x) == "cpp"
+            assert backend_for(x) == "cpp"
             row = {"case": label, "shape": list(shape), "dtype": dtype_name,
                    "results": bench_contenders(fns, x, grad, args.reps, args.warmup)}
             print(f"  {dtype_name} {label}: {row['results']}", file=sys.stderr)

@@ -16,6 +16,8 @@ Needs only torch and triton (no torchvision, no av, no network). It
 
     python tools/gpu_check.py                # on a CUDA machine, under 5 minutes
     TRITON_INTERPRET=1 python tools/gpu_check.py --device cpu --quick   # the logic, on a CPU
+    python tools/gpu_check.py --aot          # no GPU needed: compile every kernel for sm_80/sm_90,
+                                             # print registers and spills per specialisation
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import softpool3d as sp  # noqa: E402
-from softpool3d.ops import backend_for, reference  # noqa: E402
+from softpool3d.ops import backend_for, force_backend, reference  # noqa: E402
 from softpool3d.ops._geometry import adaptive_windows, pool_windows  # noqa: E402
 
 SOFT = {1: sp.soft_pool1d, 2: sp.soft_pool2d, 3: sp.soft_pool3d}
@@ -366,7 +368,14 @@ def main(argv=None) -> int:
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None, help="default: $OUT/gpu_check.json when $OUT is set")
+    parser.add_argument("--aot", action="store_true",
+                        help="compile every kernel specialisation for sm_80 and sm_90 and report registers and "
+                             "spills (softpool3d.ops.triton_aot); needs no GPU")
     args = parser.parse_args(argv)
+    if args.aot:
+        from softpool3d.ops import triton_aot  # noqa: PLC0415
+
+        return triton_aot.main(["--arch", "80", "90"] + (["--json", str(args.json)] if args.json else []))
 
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -378,7 +387,12 @@ def main(argv=None) -> int:
         if os.environ.get("TRITON_INTERPRET") != "1":
             parser.error("--device cpu needs TRITON_INTERPRET=1 (the Triton interpreter)")
         name = platform.processor() or "cpu"
-    os.environ["SOFTPOOL3D_BACKEND"] = "triton"
+    with force_backend("triton"):
+        return run_checks(args, device, name)
+
+
+def run_checks(args, device: torch.device, name: str) -> int:
+    """The correctness suite, then (on CUDA) the benchmark; prints the report and returns the exit status."""
     probe = torch.zeros(1, 1, 2, device=device)
     import triton  # noqa: PLC0415
 

@@ -12,12 +12,12 @@ from torch import Tensor
 
 from . import _registration
 from ._geometry import adaptive_args, pool_args
-from ._registration import backend_for
+from ._registration import backend_for, force_backend
 
 __all__ = [
     "soft_pool1d", "soft_pool2d", "soft_pool3d",
     "adaptive_soft_pool1d", "adaptive_soft_pool2d", "adaptive_soft_pool3d",
-    "backend_for",
+    "backend_for", "force_backend",
 ]
 
 IntOrTuple = Union[int, Sequence[int]]

@@ -19,6 +19,8 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class AxisWindows(NamedTuple):
+    """The windows along one axis: what every backend receives (the C++ kernel as ``flat_windows``)."""
+
     length: int
     starts: tuple[int, ...]
     ends: tuple[int, ...]
@@ -27,6 +29,34 @@ class AxisWindows(NamedTuple):
     kernel: int = 0
     stride: int = 0
     padding: int = 0
+
+    @property
+    def out(self) -> int:
+        return len(self.starts)
+
+    @property
+    def window(self) -> int:
+        """The largest window after clipping (a kernel's loop bound)."""
+        return _bounds(self)[0]
+
+    @property
+    def covers(self) -> int:
+        """The most windows that contain one input position (a gather's loop bound)."""
+        return _bounds(self)[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounds(axis: AxisWindows) -> tuple[int, int]:
+    window = max(e - s for s, e in zip(axis.starts, axis.ends))
+    change = [0] * (axis.length + 1)
+    for s, e in zip(axis.starts, axis.ends):
+        change[s] += 1
+        change[e] -= 1
+    covers = running = 0
+    for c in change[:-1]:
+        running += c
+        covers = max(covers, running)
+    return window, covers
 
 
 Windows = tuple[AxisWindows, ...]
@@ -166,14 +196,21 @@ def output_memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+UNIT_AXIS = AxisWindows(1, (0,), (1,), 1, 1, 0)
+
+
+def lift(windows: Windows) -> Windows:
+    """Windows of 1 to 3 axes as exactly three (depth, height, width), leading unit axes first."""
+    return (UNIT_AXIS,) * (3 - len(windows)) + tuple(windows)
+
+
 def flat_windows(windows: Windows) -> list[int]:
     """Windows of 1 to 3 axes as the flat int list the C++ kernel reads.
 
     Three axes (leading ones of length 1 for 1D/2D), each as
     [L, O, kernel, stride, padding, starts..., ends...]; kernel 0 marks adaptive windows.
     """
-    padded = (AxisWindows(1, (0,), (1,), 1, 1, 0),) * (3 - len(windows)) + tuple(windows)
     flat: list[int] = []
-    for axis in padded:
+    for axis in lift(windows):
         flat += [axis.length, len(axis.starts), axis.kernel, axis.stride, axis.padding, *axis.starts, *axis.ends]
     return flat

@@ -1,4 +1,4 @@
-"""The one place where SoftPool becomes a ``torch.library`` custom op.
+"""The one place where SoftPool becomes ``torch.library`` custom ops, and where each device gets its kernel.
 
 Four ops live in the ``softpool3d`` namespace:
 
@@ -9,32 +9,55 @@ Four ops live in the ``softpool3d`` namespace:
   ``Dropout(inplace=True)``) are safe, and a pool keeps less memory for
   backward than max pooling, which also keeps int64 indices.
 
-Each op picks its implementation at run time with ``backend_for`` and has a
-fake implementation, so ``torch.compile(fullgraph=True)`` traces it without a
-graph break and ``torch.library.opcheck`` passes.
+Each op is declared once; PyTorch's dispatcher picks the kernel by device: ``register_kernel("cpu")``
+is the C++ kernel (``cpp.py``), ``register_kernel("cuda")`` the Triton kernels (``triton.py``), and
+the op's own body, which serves any other device, the PyTorch reference (``reference.py``). Every
+backend gets the same geometry, a tuple of ``AxisWindows``. Fake (meta) implementations let
+``torch.compile(fullgraph=True)`` trace the ops and ``torch.library.opcheck`` pass.
+
+Fallbacks: a CPU whose C++ build failed, or a CUDA tensor without Triton, gets the reference with one
+warning. ``SOFTPOOL3D_BACKEND`` (``auto``, ``cpp``, ``triton`` or ``reference``), read once at import,
+overrides the choice for debugging; ``force_backend(name)`` does the same for a block of code.
+``triton`` serves CPU tensors only under Triton's interpreter (``TRITON_INTERPRET=1`` set before
+Triton is imported).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from . import cpu, reference
-from ._geometry import (
-    FLOAT_DTYPES,
-    Windows,
-    adaptive_windows,
-    flat_windows,
-    output_memory_format,
-    pool_output_size,
-    pool_windows,
-)
+from . import cpp, reference
+from ._geometry import FLOAT_DTYPES, Windows, adaptive_windows, output_memory_format, pool_output_size, pool_windows
 
 BACKENDS = ("auto", "cpp", "triton", "reference")
+
+
+def _checked_backend(name: str, source: str) -> str:
+    name = name.strip().lower() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"{source}={name!r} is not one of {', '.join(BACKENDS)}")
+    return name
+
+
+_override = _checked_backend(os.environ.get("SOFTPOOL3D_BACKEND", "auto"), "SOFTPOOL3D_BACKEND")
+
+
+@contextlib.contextmanager
+def force_backend(name: str) -> Iterator[None]:
+    """Within the block, serve every SoftPool call with backend ``name`` (tests, benchmarks, debugging)."""
+    global _override
+    previous, _override = _override, _checked_backend(name, "force_backend")
+    try:
+        yield
+    finally:
+        _override = previous
 
 
 def _interpreting() -> bool:
@@ -50,44 +73,6 @@ def _triton_available() -> bool:
     return True
 
 
-def backend_for(x: Tensor) -> str:
-    """Name the implementation that serves ``x``: ``"cpp"``, ``"triton"`` or ``"reference"``.
-
-    CPU tensors get the C++ kernel; CUDA tensors get the Triton kernels when
-    Triton is installed (float64 included, accumulated in float64). Anything
-    else, or a failed C++ build, gets the PyTorch reference.
-    ``SOFTPOOL3D_BACKEND`` (``auto``, ``cpp``, ``triton`` or ``reference``)
-    overrides the choice; ``triton`` serves CPU tensors too when
-    ``TRITON_INTERPRET=1`` was set before Triton was imported (Triton's interpreter).
-    """
-    choice = os.environ.get("SOFTPOOL3D_BACKEND", "auto").strip().lower() or "auto"
-    if choice not in BACKENDS:
-        raise ValueError(f"SOFTPOOL3D_BACKEND={choice!r} is not one of {', '.join(BACKENDS)}")
-    if choice == "reference":
-        return "reference"
-    if choice == "triton":
-        if not _triton_available():
-            raise RuntimeError("SOFTPOOL3D_BACKEND=triton but Triton is not installed")
-        if x.device.type != "cuda" and not (x.device.type == "cpu" and _interpreting()):
-            raise ValueError(
-                f"SOFTPOOL3D_BACKEND=triton cannot serve a tensor on {x.device}; "
-                "for CPU tensors set TRITON_INTERPRET=1 before Triton is imported"
-            )
-        return "triton"
-    cpp_ok = x.device.type == "cpu" and x.dtype in FLOAT_DTYPES
-    if choice == "cpp":
-        if not cpp_ok:
-            raise ValueError(f"SOFTPOOL3D_BACKEND=cpp cannot serve a {x.dtype} tensor on {x.device}")
-        if not cpu.load():
-            raise RuntimeError("SOFTPOOL3D_BACKEND=cpp but the C++ CPU kernel could not be built")
-        return "cpp"
-    if x.device.type == "cuda":
-        if _triton_available():
-            return "triton"
-        _warn_no_triton()
-    return "cpp" if cpp_ok and cpu.load() else "reference"
-
-
 @functools.cache
 def _warn_no_triton() -> None:
     warnings.warn(
@@ -99,29 +84,57 @@ def _warn_no_triton() -> None:
     )
 
 
-def _gpu():
-    # Imported on first use: Triton reads TRITON_INTERPRET when the kernels are defined.
-    from . import gpu  # noqa: PLC0415
+def _cpu_backend(x: Tensor) -> str:
+    if _override == "reference":
+        return "reference"
+    if _override == "triton":
+        if not (_triton_available() and _interpreting()):
+            raise ValueError("SOFTPOOL3D_BACKEND=triton cannot serve a CPU tensor unless Triton is installed and "
+                             "TRITON_INTERPRET=1 was set before Triton was imported")
+        return "triton"
+    if x.dtype in FLOAT_DTYPES and cpp.load():
+        return "cpp"
+    if _override == "cpp":
+        raise RuntimeError("SOFTPOOL3D_BACKEND=cpp but the C++ CPU kernel could not be built")
+    return "reference"
 
-    return gpu
+
+def _cuda_backend(x: Tensor) -> str:
+    if _override == "reference":
+        return "reference"
+    if _override == "cpp":
+        raise ValueError(f"SOFTPOOL3D_BACKEND=cpp cannot serve a tensor on {x.device}")
+    if _triton_available():
+        return "triton"
+    if _override == "triton":
+        raise RuntimeError("SOFTPOOL3D_BACKEND=triton but Triton is not installed")
+    _warn_no_triton()
+    return "reference"
 
 
-def _forward(x: Tensor, windows: Windows) -> Tensor:
-    backend = backend_for(x)
-    if backend == "cpp":
-        return cpu.forward(x, flat_windows(windows))
-    if backend == "triton":
-        return _gpu().forward(x, windows)
-    return reference.forward(x, windows)
+def backend_for(x: Tensor) -> str:
+    """Name the implementation that serves ``x``: ``"cpp"``, ``"triton"`` or ``"reference"``."""
+    if x.device.type == "cpu":
+        return _cpu_backend(x)
+    if x.device.type == "cuda":
+        return _cuda_backend(x)
+    if _override in ("cpp", "triton"):
+        raise ValueError(f"SOFTPOOL3D_BACKEND={_override} cannot serve a tensor on {x.device}")
+    return "reference"
 
 
-def _backward(grad: Tensor, x: Tensor, windows: Windows) -> Tensor:
-    backend = backend_for(x)
-    if backend == "cpp":
-        return cpu.backward(grad, x, flat_windows(windows))
-    if backend == "triton":
-        return _gpu().backward(grad, x, windows)
-    return reference.backward(grad, x, windows)
+def _implementation(name: str):
+    if name == "triton":
+        from . import triton  # noqa: PLC0415 - imported on first use: Triton reads TRITON_INTERPRET then
+
+        return triton
+    return cpp if name == "cpp" else reference
+
+
+def _per_device(op, kernel: Callable) -> None:
+    """Register ``kernel(choose, *args)`` as the op's CPU and CUDA kernels, ``choose`` naming the backend."""
+    op.register_kernel("cpu")(functools.partial(kernel, _cpu_backend))
+    op.register_kernel("cuda")(functools.partial(kernel, _cuda_backend))
 
 
 def _empty_output(x: Tensor, spatial_out) -> Tensor:
@@ -133,12 +146,20 @@ def _empty_like_input(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=output_memory_format(x))
 
 
+def _forward(choose: Callable, x: Tensor, windows: Windows) -> Tensor:
+    return _implementation(choose(x)).forward(x, windows)
+
+
+def _backward(choose: Callable, grad: Tensor, x: Tensor, windows: Windows) -> Tensor:
+    return _implementation(choose(x)).backward(grad, x, windows)
+
+
 # ---------------------------------------------------------------- regular windows
 
 
 @torch.library.custom_op("softpool3d::soft_pool", mutates_args=())
 def soft_pool(x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int], ceil_mode: bool) -> Tensor:
-    return _forward(x, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
+    return reference.forward(x, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
 
 
 @soft_pool.register_fake
@@ -151,12 +172,17 @@ def _(x, kernel_size, stride, padding, ceil_mode):
 def soft_pool_backward(
     grad: Tensor, x: Tensor, kernel_size: list[int], stride: list[int], padding: list[int], ceil_mode: bool,
 ) -> Tensor:
-    return _backward(grad, x, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
+    return reference.backward(grad, x, pool_windows(x.shape[2:], kernel_size, stride, padding, ceil_mode))
 
 
 @soft_pool_backward.register_fake
 def _(grad, x, kernel_size, stride, padding, ceil_mode):
     return _empty_like_input(x)
+
+
+_per_device(soft_pool, lambda choose, x, k, s, p, c: _forward(choose, x, pool_windows(x.shape[2:], k, s, p, c)))
+_per_device(soft_pool_backward,
+            lambda choose, g, x, k, s, p, c: _backward(choose, g, x, pool_windows(x.shape[2:], k, s, p, c)))
 
 
 def _setup_pool(ctx, inputs, output):
@@ -178,7 +204,7 @@ soft_pool.register_autograd(_pool_grad, setup_context=_setup_pool)
 
 @torch.library.custom_op("softpool3d::adaptive_soft_pool", mutates_args=())
 def adaptive_soft_pool(x: Tensor, output_size: list[int]) -> Tensor:
-    return _forward(x, adaptive_windows(x.shape[2:], output_size))
+    return reference.forward(x, adaptive_windows(x.shape[2:], output_size))
 
 
 @adaptive_soft_pool.register_fake
@@ -188,12 +214,17 @@ def _(x, output_size):
 
 @torch.library.custom_op("softpool3d::adaptive_soft_pool_backward", mutates_args=())
 def adaptive_soft_pool_backward(grad: Tensor, x: Tensor, output_size: list[int]) -> Tensor:
-    return _backward(grad, x, adaptive_windows(x.shape[2:], output_size))
+    return reference.backward(grad, x, adaptive_windows(x.shape[2:], output_size))
 
 
 @adaptive_soft_pool_backward.register_fake
 def _(grad, x, output_size):
     return _empty_like_input(x)
+
+
+_per_device(adaptive_soft_pool, lambda choose, x, size: _forward(choose, x, adaptive_windows(x.shape[2:], size)))
+_per_device(adaptive_soft_pool_backward,
+            lambda choose, g, x, size: _backward(choose, g, x, adaptive_windows(x.shape[2:], size)))
 
 
 def _setup_adaptive(ctx, inputs, output):

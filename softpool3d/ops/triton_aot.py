@@ -3,9 +3,9 @@
 Triton's interpreter runs the kernels in numpy and never reaches Triton's code generator, so a kernel
 can pass every interpreter test and still fail to compile for a GPU. Triton compiles ahead of time
 on any machine with its bundled ``ptxas``; this module does that for every specialisation the host
-code in ``gpu.py`` would launch over a set of problems that reaches each of its branches (kernel,
+code in ``triton.py`` would launch over a set of problems that reaches each of its branches (kernel,
 input dtype, accumulation dtype, regular or adaptive windows, contiguous or channels_last, window and
-cover sizes). The launches are recorded from the host code itself (``gpu.recording_launches``), so a
+cover sizes). The launches are recorded from the host code itself (``triton.recording_launches``), so a
 new kernel or constexpr cannot escape the check.
 
     python -m softpool3d.ops.triton_aot --arch 80 90        # compile all; print registers and spills
@@ -84,7 +84,7 @@ def _windows(shape: Sequence[int], geometry: tuple):
 
 def launches() -> list[Launch]:
     """Every distinct specialisation the host code launches over ``PROBLEMS`` x dtypes x layouts."""
-    from . import gpu  # noqa: PLC0415
+    from . import triton as kernels  # noqa: PLC0415
 
     seen: dict[tuple, Launch] = {}
     for shape, geometry in PROBLEMS:
@@ -96,9 +96,9 @@ def launches() -> list[Launch]:
                     if x.dim() == 3:
                         continue
                     x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-                with gpu.recording_launches() as recorded:
-                    y = gpu.forward(x, windows)
-                    gpu.backward(torch.ones_like(y), x, windows)
+                with kernels.recording_launches() as recorded:
+                    y = kernels.forward(x, windows)
+                    kernels.backward(torch.ones_like(y), x, windows)
                 for kernel, args, constexprs in recorded:
                     names = [n for n in kernel.arg_names if n not in constexprs]
                     signature = tuple((n, _argument_type(a)) for n, a in zip(names, args, strict=True))

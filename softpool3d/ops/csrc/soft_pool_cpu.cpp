@@ -945,7 +945,8 @@ at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, at::Int
 }  // namespace
 }  // namespace softpool3d
 
-TORCH_LIBRARY(softpool3d_cpu, m) {
-  m.def("forward(Tensor x, int[] windows) -> Tensor", &softpool3d::forward);
-  m.def("backward(Tensor grad, Tensor x, int[] windows) -> Tensor", &softpool3d::backward);
+// The kernels behind the softpool3d ops' CPU registration (_registration.py); private to the package.
+TORCH_LIBRARY_FRAGMENT(softpool3d, m) {
+  m.def("_cpp_forward(Tensor x, int[] windows) -> Tensor", &softpool3d::forward);
+  m.def("_cpp_backward(Tensor grad, Tensor x, int[] windows) -> Tensor", &softpool3d::backward);
 }

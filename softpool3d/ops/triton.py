@@ -1,4 +1,4 @@
-"""Triton kernels for SoftPool: the CUDA implementation of the ``softpool3d`` ops.
+"""Triton kernels for SoftPool: the CUDA implementation of the ``softpool3d`` ops (see ``_registration``).
 
 Triton compiles them at first call, so the GPU path needs no build step. With
 ``TRITON_INTERPRET=1`` (set before this module is imported) they also run on
@@ -31,48 +31,15 @@ bit-identical gradients from run to run.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._geometry import AxisWindows, Windows, output_memory_format
-
-_UNIT_AXIS = AxisWindows(1, (0,), (1,), 1, 1, 0)
-
-
-class _Axis(NamedTuple):
-    length: int
-    out: int
-    kernel: int  # 0 for adaptive windows
-    stride: int
-    padding: int
-    window: int  # the largest window after clipping: the loop bound of forward
-    covers: int  # the most windows that contain one input position: the loop bound of the gather
-
-
-@functools.lru_cache(maxsize=4096)
-def _axis(axis: AxisWindows) -> _Axis:
-    window = max(e - s for s, e in zip(axis.starts, axis.ends))
-    change = [0] * (axis.length + 1)
-    for s, e in zip(axis.starts, axis.ends):
-        change[s] += 1
-        change[e] -= 1
-    covers = running = 0
-    for c in change[:-1]:
-        running += c
-        covers = max(covers, running)
-    return _Axis(axis.length, len(axis.starts), axis.kernel, axis.stride, axis.padding, window, covers)
-
-
-def _lift(windows: Windows) -> tuple[_Axis, _Axis, _Axis]:
-    """Windows of 1 to 3 axes as exactly three axes, leading unit axes first."""
-    return tuple(_axis(a) for a in (_UNIT_AXIS,) * (3 - len(windows)) + tuple(windows))
-
+from ._geometry import Windows, lift, output_memory_format
 
 def _as_5d(t: Tensor) -> Tensor:
     while t.dim() < 5:
@@ -369,7 +336,7 @@ def _launch(kernel, total: int, args: list, constexprs: dict, device: torch.devi
 
 
 def _common(x: Tensor, windows: Windows):
-    axes = _lift(windows)
+    axes = lift(windows)
     adaptive = windows[0].kernel == 0  # all axes are adaptive or none is
     fmt = output_memory_format(x)
     channels_last = fmt != torch.contiguous_format

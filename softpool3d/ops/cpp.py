@@ -1,4 +1,5 @@
-"""Builds and loads the C++ CPU kernel (``csrc/soft_pool_cpu.cpp``).
+"""The CPU implementation of the ``softpool3d`` ops: builds, loads and calls the C++ kernel
+(``csrc/soft_pool_cpu.cpp``).
 
 The kernel is compiled with ``torch.utils.cpp_extension`` and ninja on first use
 and cached (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
@@ -18,6 +19,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from ._geometry import Windows, flat_windows
 
 SOURCE = Path(__file__).with_name("csrc") / "soft_pool_cpu.cpp"
 
@@ -57,7 +60,7 @@ def _ensure_ninja_on_path() -> None:
 
 @functools.cache
 def load() -> bool:
-    """Compile (or reuse the cached build of) the kernel; True when ``torch.ops.softpool3d_cpu`` is ready.
+    """Compile (or reuse the cached build of) the kernel; True when ``torch.ops.softpool3d._cpp_forward`` is ready.
 
     ``SOFTPOOL3D_VERBOSE_BUILD=1`` shows the compiler's output.
     """
@@ -92,10 +95,12 @@ def load() -> bool:
     return True
 
 
-def forward(x: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
-    return torch.ops.softpool3d_cpu.forward(x, flat_windows)
+def forward(x: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """SoftPool of x (N, C, *spatial) over ``windows`` -> (N, C, *out), in x's dtype and memory format."""
+    return torch.ops.softpool3d._cpp_forward(x, flat_windows(windows))
 
 
-def backward(grad: torch.Tensor, x: torch.Tensor, flat_windows: list[int]) -> torch.Tensor:
-    return torch.ops.softpool3d_cpu.backward(grad, x, flat_windows)
+def backward(grad: torch.Tensor, x: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """Exact dL/dx (N, C, *spatial) from dL/dy (N, C, *out) and x (y is recomputed)."""
+    return torch.ops.softpool3d._cpp_backward(grad, x, flat_windows(windows))
 
