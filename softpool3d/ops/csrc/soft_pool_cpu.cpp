@@ -284,6 +284,21 @@ inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
   else v.store(p, count);
 }
 
+// One input row's gradient: dx = e * ((1 + x - M) * a - b), and 0 where e = exp(x - M) is 0.
+// a and b are the row's gathered window coefficients (g/S and g/S * (y - M) summed over its windows).
+template <typename acc_t>
+void gather_row(const acc_t* x, const acc_t* e, const acc_t* a, const acc_t* b, acc_t M, int64_t n, acc_t* dx) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec vM(M), one(1), zero(0);
+  for (int64_t i = 0; i < n; i += V) {
+    const int64_t count = std::min(V, n - i);
+    const Vec xv = load_acc(x + i, count), ev = load_acc(e + i, count);
+    const Vec grad = ev * ((one + (xv - vM)) * load_acc(a + i, count) - load_acc(b + i, count));
+    store_acc(dx + i, Vec::blendv(grad, zero, ev == zero), count);
+  }
+}
+
 // ---------------------------------------------------------------- contiguous planes
 
 template <typename acc_t>
@@ -506,17 +521,9 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scala
               row_window_spread(aw, ga, a_row.data());
               row_window_spread(aw, gb, b_row.data());
             }
-            const int64_t r = (d * H + h) * W, re = (d * H + h) * RW + off;
-            const Vec vM(M), one(1), zero(0);
-            for (int64_t w = 0; w < W; w += V) {
-              const int64_t n = std::min(V, W - w);
-              const Vec xv = load_acc(xp + r + w, n);
-              const Vec ev = load_acc(s.e.data() + re + w, n);
-              const Vec av = load_acc(a_row.data() + off + w, n);
-              const Vec bv = load_acc(b_row.data() + off + w, n);
-              const Vec grad_v = ev * ((one + (xv - vM)) * av - bv);
-              store_acc(dxp + r + w, Vec::blendv(grad_v, zero, ev == zero), n);
-            }
+            const int64_t r = (d * H + h) * W;
+            gather_row(xp + r, s.e.data() + (d * H + h) * RW + off, a_row.data() + off, b_row.data() + off, M, W,
+                       dxp + r);
           }
       }
       // 4. Windows the shared max cannot serve, exactly.
@@ -691,21 +698,12 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* 
             row_window_spread(aw, coef_a.data(), s.a_row.data());
             row_window_spread(aw, coef_b.data(), s.b_row.data());
             // dx = e * ((1 + x - M) * A - B) on every row of the tile.
-            const Vec vM(M), one(1), zero(0);
             t = 0;
             for (int64_t d = rows.d0; d < rows.d1; ++d)
               for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
                 const int64_t r = (d * H + h) * W;
-                const acc_t* et = s.e.data() + t * RW + off;
-                for (int64_t w = 0; w < W; w += V) {
-                  const int64_t n = std::min(V, W - w);
-                  const Vec xv = load_acc(xp + r + w, n);
-                  const Vec ev = load_acc(et + w, n);
-                  const Vec av = load_acc(s.a_row.data() + off + w, n);
-                  const Vec bv = load_acc(s.b_row.data() + off + w, n);
-                  const Vec grad_v = ev * ((one + (xv - vM)) * av - bv);
-                  store_acc(dxp + r + w, Vec::blendv(grad_v, zero, ev == zero), n);
-                }
+                gather_row(xp + r, s.e.data() + t * RW + off, s.a_row.data() + off, s.b_row.data() + off, M, W,
+                           dxp + r);
               }
           }
           for (const int64_t ow : s.slow) {
@@ -720,6 +718,28 @@ void backward_rows(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* 
 // ---------------------------------------------------------------- channels_last
 
 // x is (N, D, H, W, C) in memory. Vectorised across C, each window with its own max.
+
+// One window's statistics for `count` channels from xc: m = max x, sum = sum exp(x - m), wsum = sum exp(x - m) * x.
+template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
+inline void channel_window_stats(const scalar_t* xc, Strides s, const Window& win, int64_t count,
+                                 Vectorized<acc_t>& m, Vectorized<acc_t>& sum, Vectorized<acc_t>& wsum) {
+  using Vec = Vectorized<acc_t>;
+  m = Vec(-std::numeric_limits<acc_t>::infinity());
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w)
+        m = at::vec::maximum(m, load_acc(xc + d * s.d + h * s.h + w * s.w, count));
+  sum = Vec(0);
+  wsum = Vec(0);
+  for (int64_t d = win.d0; d < win.d1; ++d)
+    for (int64_t h = win.h0; h < win.h1; ++h)
+      for (int64_t w = win.w0; w < win.w1; ++w) {
+        const Vec xv = load_acc(xc + d * s.d + h * s.h + w * s.w, count);
+        const Vec ev = (xv - m).exp();
+        sum = sum + ev;
+        wsum = wsum + ev * xv;
+      }
+}
 template <typename scalar_t>
 void forward_channels_last(const scalar_t* x, acc_type<scalar_t>* y, int64_t N, int64_t C,
                            const Geometry& g) {
@@ -741,20 +761,8 @@ void forward_channels_last(const scalar_t* x, acc_type<scalar_t>* y, int64_t N, 
         acc_t* yo = y + (((n * ad.out + od) * ah.out + oh) * aw.out + ow) * C;
         for (int64_t c = 0; c < C; c += V) {
           const int64_t count = std::min(V, C - c);
-          Vec m(-std::numeric_limits<acc_t>::infinity());
-          for (int64_t d = win.d0; d < win.d1; ++d)
-            for (int64_t h = win.h0; h < win.h1; ++h)
-              for (int64_t w = win.w0; w < win.w1; ++w)
-                m = at::vec::maximum(m, load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count));
-          Vec sum(0), wsum(0);
-          for (int64_t d = win.d0; d < win.d1; ++d)
-            for (int64_t h = win.h0; h < win.h1; ++h)
-              for (int64_t w = win.w0; w < win.w1; ++w) {
-                const Vec xv = load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count);
-                const Vec ev = (xv - m).exp();
-                sum = sum + ev;
-                wsum = wsum + ev * xv;
-              }
+          Vec m, sum, wsum;
+          channel_window_stats(xn + c, strides, win, count, m, sum, wsum);
           (wsum / sum).store(lanes);
           for (int64_t l = 0; l < count; ++l) {
             if (!std::isfinite(lanes[l])) lanes[l] = static_cast<acc_t>(exact_forward(xn + c + l, strides, win));
@@ -789,20 +797,8 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, acc_type<sc
       const Window win = window_at(g, od, oh, ow);
       for (int64_t c = 0; c < C; c += V) {
         const int64_t count = std::min(V, C - c);
-        Vec m(-std::numeric_limits<acc_t>::infinity());
-        for (int64_t d = win.d0; d < win.d1; ++d)
-          for (int64_t h = win.h0; h < win.h1; ++h)
-            for (int64_t w = win.w0; w < win.w1; ++w)
-              m = at::vec::maximum(m, load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count));
-        Vec sum(0), wsum(0);
-        for (int64_t d = win.d0; d < win.d1; ++d)
-          for (int64_t h = win.h0; h < win.h1; ++h)
-            for (int64_t w = win.w0; w < win.w1; ++w) {
-              const Vec xv = load_acc(xn + d * strides.d + h * strides.h + w * strides.w + c, count);
-              const Vec ev = (xv - m).exp();
-              sum = sum + ev;
-              wsum = wsum + ev * xv;
-            }
+        Vec m, sum, wsum;
+        channel_window_stats(xn + c, strides, win, count, m, sum, wsum);
         m.store(m_lanes);
         sum.store(s_lanes);
         (wsum / sum).store(y_lanes);
