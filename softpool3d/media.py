@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .datasets.io import VIDEO_EXTENSIONS
+from .nn import POOL_KINDS
 from .ops import soft_pool2d, soft_pool3d
 
-METHODS = ("soft", "max", "avg")
+METHODS = POOL_KINDS
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov")
 
 
 class MediaError(ValueError):
@@ -52,7 +53,7 @@ def load_media(path: Union[str, Path]) -> Media:
         raise MediaError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
-        if suffix in VIDEO_SUFFIXES:
+        if suffix in VIDEO_EXTENSIONS:
             return _load_video(path)
         with Image.open(path) as image:
             if suffix == ".gif":
@@ -96,7 +97,7 @@ def save_media(media: Media, path: Union[str, Path]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = media.frames
     if media.kind == "video":
-        from .datasets.synthetic import write_video  # noqa: PLC0415
+        from .datasets.io import write_video  # noqa: PLC0415
 
         even = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]   # yuv420p needs even sizes
         if even.shape[1] < 2 or even.shape[2] < 2:

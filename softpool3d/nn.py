@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from torch import Tensor, nn
 
@@ -12,10 +12,13 @@ from .ops._geometry import check_output_size, check_pool_args
 
 logger = logging.getLogger("softpool3d")
 
+# The pooling kinds a model or the demo can ask for; "soft" is SoftPool.
+POOL_KINDS = ("soft", "max", "avg")
+
 __all__ = [
-    "SoftPool1d", "SoftPool2d", "SoftPool3d",
+    "POOL_KINDS", "SoftPool1d", "SoftPool2d", "SoftPool3d",
     "AdaptiveSoftPool1d", "AdaptiveSoftPool2d", "AdaptiveSoftPool3d",
-    "replace_pooling",
+    "replace_modules", "replace_pooling",
 ]
 
 
@@ -139,21 +142,27 @@ def replace_pooling(module: nn.Module, include: Iterable[str] = ("max",)) -> nn.
     for kind in kinds:
         mapping.update(_POOL_KINDS[kind])
 
-    def target_for(layer: nn.Module) -> Optional[type]:
-        return mapping.get(type(layer))
+    def make(name: str, layer: nn.Module) -> Optional[nn.Module]:
+        target = mapping.get(type(layer))
+        return None if target is None else _soft_equivalent(name, layer, target)
 
-    if target_for(module) is not None:
-        logger.info("replace_pooling: replaced 1 pooling layer")
-        return _soft_equivalent("", module, target_for(module))
+    module, count = replace_modules(module, make)
+    logger.info("replace_pooling: replaced %d pooling layer(s) with SoftPool", count)
+    return module
 
-    # Build every replacement first, so that a refused layer leaves the model untouched.
-    replacements = []
-    for name, layer in module.named_modules():
-        target = target_for(layer)
-        if target is not None:
-            replacements.append((name, _soft_equivalent(name, layer, target)))
+
+def replace_modules(module: nn.Module, make: Callable[[str, nn.Module], Optional[nn.Module]]) -> tuple[nn.Module, int]:
+    """Swap every submodule for which ``make(name, layer)`` returns a module, in place.
+
+    Every replacement is built before any is made, so an error in ``make`` leaves the model untouched.
+    Returns the module (a new one if ``module`` itself is replaced) and the number of replacements.
+    """
+    root = make("", module)
+    if root is not None:
+        return root, 1
+    replacements = [(name, new) for name, layer in module.named_modules() if name
+                    for new in [make(name, layer)] if new is not None]
     for name, new_layer in replacements:
         parent_name, _, child = name.rpartition(".")
         setattr(module.get_submodule(parent_name) if parent_name else module, child, new_layer)
-    logger.info("replace_pooling: replaced %d pooling layer(s) with SoftPool", len(replacements))
-    return module
+    return module, len(replacements)

@@ -1,9 +1,59 @@
-"""Helpers shared by the tests: videos whose frames carry their own index, and tiny training configs."""
+"""Helpers shared by the tests: pooling oracles, videos whose frames carry their own index, tiny configs."""
 
+import itertools
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from softpool3d.ops import reference
+from softpool3d.ops._geometry import adaptive_windows, pool_windows
+
+def as_tuple(value, dims):
+    """An int or a sequence as a tuple of ``dims`` entries."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+
+def windows_for(x, dims, kernel_size, stride=None, padding=0, ceil_mode=False):
+    k = as_tuple(kernel_size, dims)
+    s = k if stride is None else as_tuple(stride, dims)
+    return pool_windows(x.shape[-dims:], k, s, as_tuple(padding, dims), ceil_mode)
+
+
+def reference_pool(x, dims, kernel_size, stride=None, padding=0, ceil_mode=False):
+    """The PyTorch reference in float64 on the same values."""
+    return reference.forward(x.double(), windows_for(x, dims, kernel_size, stride, padding, ceil_mode))
+
+
+def reference_adaptive(x, dims, output_size):
+    sizes = as_tuple(output_size, dims)
+    return reference.forward(x.double(), adaptive_windows(x.shape[-dims:], sizes))
+
+
+def naive_soft_pool(x: torch.Tensor, windows) -> torch.Tensor:
+    """Plain-Python loops over every window, in float64: an oracle independent of the reference."""
+    x64 = x.double()
+    out_sizes = [len(a.starts) for a in windows]
+    y = torch.empty(tuple(x.shape[:2]) + tuple(out_sizes), dtype=torch.float64)
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for o in itertools.product(*[range(s) for s in out_sizes]):
+            ranges = [range(a.starts[i], a.ends[i]) for a, i in zip(windows, o)]
+            values = [float(x64[(n, c) + idx]) for idx in itertools.product(*ranges)]
+            if any(math.isnan(v) for v in values):
+                y[(n, c) + o] = math.nan
+                continue
+            m = max(values)
+            if math.isinf(m):
+                y[(n, c) + o] = m
+                continue
+            weights = [math.exp(v - m) for v in values]
+            total = sum(weights)
+            y[(n, c) + o] = sum(w * v for w, v in zip(weights, values) if w > 0) / total
+    return y
+
+
+# ---------------------------------------------------------------- videos
 
 BITS = 6
 
@@ -85,7 +135,7 @@ def tiny(synth: Path, out: Path, *extra: str):
     return load_config(ROOT / "configs" / "synthmotion.yaml", overrides)
 
 
-def torchrun(script: str, *args: str, cwd: Path, timeout: int = 600) -> "subprocess.CompletedProcess":
+def torchrun(script: str, *args: str, cwd: Path, timeout: int = 600):
     """``torchrun --standalone --nproc_per_node 2 script args`` (a path, or a name under tools/), on the CPU."""
     import os
     import subprocess

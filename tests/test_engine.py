@@ -4,6 +4,7 @@ prediction. Everything runs on a tiny SynthMotion written with PyAV."""
 import csv
 import json
 import math
+import subprocess
 import sys
 
 import pytest
@@ -12,8 +13,9 @@ import torch
 from softpool3d.engine import (CheckpointError, ConfigError, DataError, load_checkpoint, load_config,
                                load_pretrained, run_test, save_checkpoint, train)
 from softpool3d.engine.config import from_plain, to_plain
+from softpool3d.engine.study import run_study
 from softpool3d.engine.data import build_dataset
-from softpool3d.engine.train import warmup_cosine
+from softpool3d.engine.builders import warmup_cosine
 from softpool3d.models import build_model
 
 from helpers import ROOT, tiny, torchrun
@@ -246,30 +248,35 @@ def test_test_metrics_match_hand_computation_with_a_skipped_video(synth, tmp_pat
     assert (folder / "confusion.png").stat().st_size > 1000
 
 
-def test_predict_prints_top_classes(synth, tmp_path, capsys):
-    folder = train(tiny(synth, tmp_path, "train.epochs=1"))
-    sys.path.insert(0, str(ROOT / "tools"))
-    import predict
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run tools/<name> as a user does."""
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True,
+                          timeout=600)
 
+
+def test_predict_prints_top_classes(synth, tmp_path):
+    folder = train(tiny(synth, tmp_path, "train.epochs=1"))
     video = sorted((synth / "videos" / "MoveUp").glob("*.mp4"))[0]
-    capsys.readouterr()
-    assert predict.main([str(video), "--checkpoint", str(folder / "best.pt")]) == 0
-    out = capsys.readouterr().out.splitlines()
+    done = _tool("predict.py", str(video), "--checkpoint", str(folder / "best.pt"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.splitlines()
     assert out[0] == str(video) and len(out) == 4                     # 3 classes
     probabilities = [float(line.split("%")[0]) for line in out[1:]]
     assert sum(probabilities) == pytest.approx(100, abs=0.05) and probabilities == sorted(probabilities, reverse=True)
-    assert predict.main([str(tmp_path / "missing.mp4"), "--checkpoint", str(folder / "best.pt")]) == 1
+    done = _tool("predict.py", str(tmp_path / "missing.mp4"), "--checkpoint", str(folder / "best.pt"))
+    assert done.returncode == 1 and "missing.mp4: cannot read" in done.stderr
 
 
 def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import study_pooling
-
     out = tmp_path / "study"
-    args = ["--models", "r3d_10", "--pools", "soft", "avg", "--seeds", "0", "1", "--out", str(out),
-            f"data.root={synth}", "data.clip_len=4", "data.frame_interval=1", "data.short_side=32",
-            "data.crop_size=32", "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "test.batch_size=4"]
-    assert study_pooling.main(args + ["--keep-checkpoints"]) == 0
+    recipe = str(ROOT / "configs" / "synthmotion.yaml")
+    overrides = [f"data.root={synth}", "data.clip_len=4", "data.frame_interval=1", "data.short_side=32",
+                 "data.crop_size=32", "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "test.batch_size=4"]
+
+    def study(seeds=(0, 1), extra=(), keep=False):
+        return run_study(recipe, out, ["r3d_10"], ["soft", "avg"], seeds, [*overrides, *extra], keep)
+
+    assert study(keep=True)["runs"]
     report = json.loads((out / "study_pooling.json").read_text())
     runs = report["runs"]
     assert [(r["pool"], r["seed"]) for r in runs] == [("soft", 0), ("avg", 0), ("soft", 1), ("avg", 1)]
@@ -291,15 +298,18 @@ def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path):
     assert (out / "study_pooling.png").stat().st_size > 1000
     # A second call finds every test report and trains nothing again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.pt")}
-    assert len(stamps) == 4 and study_pooling.main(args) == 0    # last.pt only: the study never validates
+    assert len(stamps) == 4 and study()    # last.pt only: the study never validates
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/*.pt")} == stamps
     assert json.loads((out / "study_pooling.json").read_text())["summary"] == report["summary"]
     # Without --keep-checkpoints a new run keeps its report and drops its checkpoints.
-    assert study_pooling.main(args[:4] + ["--seeds", "2"] + args[8:]) == 0
+    assert study(seeds=(2,))
     assert (out / "r3d_10_soft_s2" / "test" / "metrics.json").is_file()
     assert not list((out / "r3d_10_soft_s2").glob("*.pt"))
-    with pytest.raises(SystemExit, match="other settings"):          # never mixes runs of two recipes
-        study_pooling.main(args + ["optim.lr=0.01"])
+    with pytest.raises(ValueError, match="other settings"):          # never mixes runs of two recipes
+        study(extra=["optim.lr=0.01"])
+    done = _tool("study_pooling.py", "--models", "r3d_10", "--pools", "soft", "avg", "--seeds", "0", "1", "--out",
+                 str(out), *overrides)                                  # the tool finds every run done
+    assert done.returncode == 0 and "| r3d_10 | soft |" in done.stdout, done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- torchrun

@@ -14,6 +14,7 @@ from torch import nn
 
 import softpool3d as sp
 from softpool3d.engine import ConfigError, load_checkpoint, model_from_checkpoint, run_test, save_checkpoint, train
+from softpool3d.engine.checkpoint import set_rng_state
 from softpool3d.engine.config import to_plain
 from softpool3d.models import build_model, has_downsampling_pools, list_models
 from softpool3d.ops import _registration
@@ -119,18 +120,17 @@ def test_checkpoints_carry_the_rng_states(synth, tmp_path):
     assert state["epoch"] == 0 and state["batch_in_epoch"] == 2
     saved = state["rng"]
     torch.manual_seed(123)
-    train_module.set_rng_state(saved)
+    set_rng_state(saved)
     assert torch.equal(torch.get_rng_state(), saved["torch"])
     first = torch.rand(4)
-    train_module.set_rng_state(saved)
+    set_rng_state(saved)
     assert torch.equal(torch.rand(4), first)
 
 
 DESYNC = """
-import os, sys
+import importlib, os, sys
 sys.path.insert(0, {root!r})
-sys.path.insert(0, {tools!r})
-import importlib
+from softpool3d.engine import load_config, train
 train_module = importlib.import_module("softpool3d.engine.train")
 real = train_module.build_optimizer
 
@@ -142,9 +142,8 @@ def skewed(config, model, world_size):
     return optimizer
 
 train_module.build_optimizer = skewed
-import train
 try:
-    train.main(sys.argv[1:])
+    train(load_config(sys.argv[1], sys.argv[2:]))
 except RuntimeError as error:
     print(f"rank {{os.environ['RANK']}} stopped: {{error}}", flush=True)
     raise
@@ -153,13 +152,12 @@ except RuntimeError as error:
 
 def test_ddp_out_of_sync_stops_every_rank_without_hanging(synth, tmp_path):
     script = tmp_path / "desync.py"
-    script.write_text(DESYNC.format(root=str(ROOT), tools=str(ROOT / "tools")))
+    script.write_text(DESYNC.format(root=str(ROOT)))
     overrides = [f"data.root={synth}", f"output_dir={tmp_path}", "name=ddp", "model.name=r3d_10",
                  "data.clip_len=4", "data.frame_interval=1", "data.short_side=32", "data.crop_size=32",
                  "data.num_workers=0", "train.batch_size=2", "train.epochs=1", "train.progress=false",
                  "test.batch_size=2", "test.views=1x1", "train.val_every=0"]
-    done = torchrun(str(script), "--config", str(ROOT / "configs" / "synthmotion.yaml"), *overrides,
-                    cwd=tmp_path, timeout=300)
+    done = torchrun(str(script), str(ROOT / "configs" / "synthmotion.yaml"), *overrides, cwd=tmp_path, timeout=300)
     assert done.returncode != 0
     for rank in (0, 1):
         assert f"rank {rank} stopped: the processes' weights differ after epoch 1" in done.stdout, done.stdout

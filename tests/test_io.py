@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from softpool3d.datasets import VideoDecodeError, available_backends, probe, read_frames
-from softpool3d.datasets.synthetic import write_video
+from softpool3d.datasets.io import write_video
 
 from helpers import frame_numbers, numbered_frames
 

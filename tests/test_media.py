@@ -1,6 +1,8 @@
 """The downsampling demo: real image, GIF and video files written at test time; sizes, timing, channels,
 errors, and the pooled values against the operators."""
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,12 +13,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 import softpool3d as sp
-from softpool3d.datasets.synthetic import write_video
+from softpool3d.datasets.io import write_video
+from softpool3d.demo import run_demo
 from softpool3d.media import MediaError, load_media, pool, pooled_durations, retention, upsample
 
 pytest.importorskip("skimage")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import demo  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run tools/<name> as a user does."""
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.fixture
@@ -38,7 +46,7 @@ def files(tmp_path, seed):
 
 def test_outputs_keep_format_channels_and_timing(files, tmp_path):
     out = tmp_path / "out"
-    rows = demo.run(list(files.values()), out, factor=2, temporal_factor=2, methods=["soft", "max", "avg"])
+    rows = run_demo(list(files.values()), out, factor=2, temporal_factor=2, methods=["soft", "max", "avg"])
     assert len(rows) == 15
     odd = load_media(out / "odd_soft.png")
     assert odd.frames.shape == (1, 17, 24, 4)                       # ceil mode: nothing cropped, alpha kept
@@ -83,29 +91,27 @@ def test_pooled_gif_timing():
     assert pooled_durations([40], 2) == [40]
 
 
-def test_unreadable_file_is_named(tmp_path, capsys):
+def test_unreadable_file_is_named(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     with pytest.raises(MediaError, match="broken.png"):
         load_media(bad)
-    assert demo.main([str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "broken.png" in capsys.readouterr().err
+    done = _tool("demo.py", str(bad), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "broken.png" in done.stderr
     with pytest.raises(MediaError, match="missing.gif: no such file"):
         load_media(tmp_path / "missing.gif")
-    with pytest.raises(SystemExit):
-        demo.main([str(bad), "--methods", "soft,median"])
+    done = _tool("demo.py", str(bad), "--methods", "soft,median")
+    assert done.returncode == 2 and "--methods: unknown ['median']" in done.stderr
 
 
-def test_demo_prints_both_references(files, tmp_path, capsys):
-    assert demo.main([str(files["gif"]), "--out", str(tmp_path / "o"), "--methods", "soft,avg"]) == 0
-    out = capsys.readouterr().out
+def test_demo_prints_both_references(files, tmp_path):
+    done = _tool("demo.py", str(files["gif"]), "--out", str(tmp_path / "o"), "--methods", "soft,avg")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
     assert "PSNR vs area" in out and "SSIM round trip" in out and "| anim.gif | gif | 5x16x18 | soft |" in out
 
 
-def test_retention_study_on_a_small_folder(files, tmp_path, capsys):
-    import json
-
-    import study_retention
+def test_retention_study_on_a_small_folder(files, tmp_path):
 
     images, videos = tmp_path / "images", tmp_path / "videos"
     images.mkdir()
@@ -114,10 +120,11 @@ def test_retention_study_on_a_small_folder(files, tmp_path, capsys):
     files["grey"].rename(images / "grey.jpg")
     files["clip"].rename(videos / "clip.mp4")
     out = tmp_path / "retention.json"
-    assert study_retention.main(["--images", str(images), "--videos", str(videos), "--out", str(out)]) == 0
+    done = _tool("study_retention.py", "--images", str(images), "--videos", str(videos), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     block = report["sets"]["images 2D"]
     assert block["count"] == 2 and set(block["results"]["2"]) == {"soft", "max", "avg"}
     assert block["results"]["4"]["soft"]["psnr_roundtrip"]["n"] == 2
     assert report["sets"]["clips 3D"]["count"] == 1
-    assert "| images 2D (2) | 2 | soft |" in capsys.readouterr().out
+    assert "| images 2D (2) | 2 | soft |" in done.stdout

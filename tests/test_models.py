@@ -58,11 +58,11 @@ def test_avg_variant_runs_on_short_clips(seed, name):
     ((2, 3, 3), (1, 2, 2), (0, 1, 1), (5, 7, 6)),      # large enough: PyTorch's own path
 ])
 def test_avg_pool_matches_window_means(seed, kernel, stride, padding, size):
-    from softpool3d.models._pooling import AvgPool3d
+    from softpool3d.models._pooling import CountValidAvgPool3d
     from softpool3d.ops._geometry import pool_windows
 
     x = torch.randn(2, 3, *size, dtype=torch.float64)
-    got = AvgPool3d(kernel, stride, padding, ceil_mode=True)(x)
+    got = CountValidAvgPool3d(kernel, stride, padding, ceil_mode=True)(x)
     axes = pool_windows(size, kernel, stride, padding, True)
     assert got.shape[2:] == tuple(len(a.starts) for a in axes)
     for t, (t0, t1) in enumerate(zip(axes[0].starts, axes[0].ends)):

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from softpool3d.datasets import VideoDataset, VideoDecodeError, collate_clips, probe, read_frames, read_video
-from softpool3d.datasets.synthetic import write_video
+from softpool3d.datasets.io import write_video
 from softpool3d.datasets.transforms import ClipConfig
 from softpool3d.engine import load_config, save_checkpoint
 from softpool3d.engine.config import to_plain

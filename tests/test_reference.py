@@ -7,7 +7,7 @@ import torch
 from softpool3d.ops import reference
 from softpool3d.ops._geometry import adaptive_windows, pool_windows
 
-from conftest import naive_soft_pool
+from helpers import naive_soft_pool
 
 CASES = [
     # spatial, kernel, stride, padding, ceil_mode

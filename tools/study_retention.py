@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softpool3d.media import IMAGE_SUFFIXES, METHODS, VIDEO_SUFFIXES, load_media, retention  # noqa: E402
+from softpool3d.datasets.io import VIDEO_EXTENSIONS  # noqa: E402
+from softpool3d.media import IMAGE_SUFFIXES, METHODS, load_media, retention  # noqa: E402
 
 # scikit-image's bundled files that are drawings or test patterns rather than photos.
 NOT_PHOTOS = {"chessboard_GRAY", "chessboard_RGB", "color", "phantom", "logo", "horse", "clock_motion"}
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     images = (sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if args.images
               else skimage_photos())
     if args.videos:
-        clips = sorted(p for p in args.videos.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        clips = sorted(p for p in args.videos.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
     else:
         if not (args.synthmotion / "annotations" / "testlist01.txt").is_file():
             from softpool3d.datasets import make_synthmotion  # noqa: PLC0415

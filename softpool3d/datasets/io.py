@@ -28,6 +28,7 @@ import torch
 
 PathLike = Union[str, os.PathLike]
 BACKENDS = ("auto", "pyav", "torchcodec", "decord", "frames")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")   # what dataset folders and the demo treat as video
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -327,3 +328,29 @@ def read_frames(path: PathLike, indices: Sequence[int], backend: str = "auto") -
     if not indices:
         raise ValueError(f"read_frames({path}): indices is empty")
     return read_video(path, lambda count: indices, backend).frames
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_video(path: Union[str, Path], video: np.ndarray, fps: int = 10, codec: str = "libx264",
+                options: Optional[dict[str, str]] = None) -> None:
+    """Write uint8 (T, H, W, 3) frames as a video file with PyAV (even H and W for yuv420p).
+
+    ``options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` puts an MP4's index first.
+    """
+    import av  # noqa: PLC0415
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w", options=options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = video.shape[2], video.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        for frame in video:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

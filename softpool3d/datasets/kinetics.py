@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from .annotations import AnnotationError, read_kinetics_csv
+from .io import VIDEO_EXTENSIONS
 from .transforms import ClipConfig
 from .video_dataset import VideoDataset
 
-EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 
 
 def index_videos(root: Path, subset: str) -> dict[str, str]:
@@ -34,12 +34,12 @@ def index_videos(root: Path, subset: str) -> dict[str, str]:
                 if entry.is_dir():
                     if entry.path != str(root / subset):
                         folders.append(entry.path)
-                elif entry.name.lower().endswith(EXTENSIONS):
+                elif entry.name.lower().endswith(VIDEO_EXTENSIONS):
                     found.setdefault(os.path.splitext(entry.name)[0], entry.path)
         for folder in folders:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if entry.name.lower().endswith(EXTENSIONS):
+                    if entry.name.lower().endswith(VIDEO_EXTENSIONS):
                         found.setdefault(os.path.splitext(entry.name)[0], entry.path)
     return found
 

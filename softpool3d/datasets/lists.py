@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from .annotations import read_rawframe_list, read_video_list
-from .kinetics import EXTENSIONS
+from .io import VIDEO_EXTENSIONS
 from .transforms import ClipConfig
 from .video_dataset import VideoDataset
 
@@ -67,8 +67,8 @@ class VideoFolder(VideoDataset):
             raise FileNotFoundError(f"video root not found: {root}")
         names = sorted(p.name for p in root.iterdir() if p.is_dir())
         samples = [(str(f), label) for label, name in enumerate(names)
-                   for f in sorted((root / name).iterdir()) if f.suffix.lower() in EXTENSIONS]
+                   for f in sorted((root / name).iterdir()) if f.suffix.lower() in VIDEO_EXTENSIONS]
         if not samples:
-            raise FileNotFoundError(f"no videos ({', '.join(EXTENSIONS)}) in the class folders of {root}")
+            raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in the class folders of {root}")
         super().__init__(samples, names, train=subset == "train", clip=clip, on_error=on_error,
                          max_retries=max_retries, backend=backend)

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
+
+from .io import write_video
 
 CLASSES = (
     "MoveLeft", "MoveRight", "MoveUp", "MoveDown",
@@ -114,29 +116,6 @@ def render_video(label: str, rng: np.random.Generator, background: np.ndarray, f
         frame += rng.normal(0, 3, size=frame.shape)
         video[f] = np.clip(frame, 0, 255).astype(np.uint8)
     return video
-
-
-def write_video(path: Union[str, Path], video: np.ndarray, fps: int = 10, codec: str = "libx264",
-                options: Optional[dict[str, str]] = None) -> None:
-    """Write uint8 (T, H, W, 3) frames as a video file with PyAV (even H and W for yuv420p).
-
-    ``options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` puts an MP4's index first.
-    """
-    import av  # noqa: PLC0415
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", options=options or {}) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = video.shape[2], video.shape[1]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "veryfast"}
-        for frame in video:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def make_synthmotion(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any, Union
@@ -102,3 +103,18 @@ def load_pretrained(model: nn.Module, path: Union[str, Path]) -> list[str]:
     if skipped:
         logger.info("re-initialised %s (the class count differs from %s)", ", ".join(skipped), path)
     return skipped
+
+
+def rng_state() -> dict:
+    """The torch (CPU and CUDA) and Python RNG states, as plain tensors and values."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

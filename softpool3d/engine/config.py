@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..datasets.io import BACKENDS as DECODER_BACKENDS
-from ..models._pooling import POOL_KINDS
+from ..nn import POOL_KINDS
 
 DATASETS = ("synthmotion", "ucf101", "hmdb51", "kinetics", "list", "folder")
 

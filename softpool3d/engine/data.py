@@ -8,6 +8,7 @@ mid-epoch therefore sees the very batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -166,3 +167,15 @@ def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConf
         pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
     )
+
+
+@contextlib.contextmanager
+def worker_batches(batches: DataLoader) -> Iterator:
+    """Iterate ``batches`` and stop its worker processes on leaving, also on an exception or Ctrl-C."""
+    iterator = iter(batches)
+    try:
+        yield iterator
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)   # what the iterator's __del__ would call later
+        if shutdown is not None:
+            shutdown()

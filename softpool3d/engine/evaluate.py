@@ -1,4 +1,6 @@
-"""Clip- and video-level evaluation, correct under DDP, with torchmetrics.
+"""Clip- and video-level evaluation, correct under DDP, with torchmetrics: ``score_videos`` scores every
+view of every video, ``metrics`` turns the scores into accuracies, ``validate`` is the clip-level check
+that training runs each epoch, and ``write_report``/``format_table`` present a test.
 
 Each video gives V = num_clips x num_crops views. A view on its own is a "clip" prediction; the
 mean of a video's view softmax scores is its "video" prediction. Under DDP each rank scores a
@@ -16,12 +18,17 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from tqdm import tqdm
 
 from . import distributed
+from .checkpoint import unwrap
+from .data import Shard, loader
+from .plots import plot_confusion
 
 
 @dataclass
@@ -142,34 +149,6 @@ def write_report(scores: Scores, result: dict, classes: list[str], folder: Path)
     plot_confusion(confusion, classes, folder / "confusion.png")
 
 
-def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    n = len(classes)
-    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)
-    size = min(4 + 0.35 * n, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("video-level confusion (row-normalised)")
-    if n <= 60:
-        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(n), classes, fontsize=8)
-        if n <= 25:
-            for i in range(n):
-                for j in range(n):
-                    if confusion[i, j]:
-                        ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if rows[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def format_table(result: dict, classes: list[str]) -> str:
     """The metrics as a markdown table, per-class accuracy after."""
     lines = ["| metric | value |", "|---|---:|"]
@@ -187,3 +166,18 @@ def format_table(result: dict, classes: list[str]) -> str:
         lines.append(f"partial: {item['path']}: the header says {item['header_frames']} frames, "
                      f"{item['decoded_frames']} decode")
     return "\n".join(lines)
+
+
+def validate(model: nn.Module, dataset, config: DictConfig, ctx: distributed.Context) -> Optional[dict]:
+    """Clip-level accuracy and loss on the held-out split (one centre view per video); None off rank 0."""
+    shard = loader(dataset, Shard(len(dataset), ctx.rank, ctx.world_size), config.test.batch_size, config,
+                   train=False)
+    scores = score_videos(unwrap(model), shard, ctx.device, amp=config.train.amp,
+                          channels_last=config.train.channels_last, progress=ctx.is_main and config.train.progress)
+    if scores is None:
+        return None
+    result = metrics(scores, len(dataset.classes))
+    probs = scores.video_probs.clamp(min=1e-12)
+    loss = float(F.nll_loss(probs.log(), scores.label))
+    return {"val_loss": loss, "val_top1": result["clip_top1"], "val_top5": result["clip_top5"],
+            "val_videos": result["num_videos"], "val_skipped": result["num_skipped"]}

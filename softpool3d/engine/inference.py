@@ -21,8 +21,8 @@ from . import distributed
 from .checkpoint import load_checkpoint
 from .config import ConfigError, from_plain, parse_views
 from .data import DataError, Shard, build_dataset, clip_config, loader
-from .evaluate import Scores, format_table, metrics, score_videos, write_report
-from .train import model_from_config
+from .builders import model_from_config
+from .evaluate import metrics, score_videos, write_report
 
 logger = logging.getLogger("softpool3d.engine")
 
@@ -109,4 +109,4 @@ def predict(model: nn.Module, classes: list[str], config: DictConfig, videos: Se
     return results
 
 
-__all__ = ["Scores", "format_table", "model_from_checkpoint", "predict", "run_test"]
+__all__ = ["model_from_checkpoint", "predict", "run_test", "trained_model"]

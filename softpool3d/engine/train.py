@@ -13,28 +13,27 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from ..models import build_model
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, load_pretrained, save_checkpoint, unwrap
+from .builders import build_optimizer, model_from_config, warmup_cosine
+from .checkpoint import (CheckpointError, load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state,
+                         unwrap)
 from .config import ConfigError, save_config, to_plain
-from .data import (DataError, SeededSamples, Shard, SkipFirst, build_dataset, check_classes, ensure_synthmotion,
-                   loader, train_sampler)
-from .evaluate import autocast, metrics, score_videos
+from .data import (DataError, SeededSamples, SkipFirst, build_dataset, check_classes, ensure_synthmotion, loader,
+                   train_sampler, worker_batches)
+from .evaluate import autocast, validate
+from .plots import plot_curves
 
 logger = logging.getLogger("softpool3d.engine")
 
@@ -50,95 +49,12 @@ def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
     random.seed(value)
 
 
-def model_from_config(config: DictConfig, num_classes: int) -> nn.Module:
-    """The model ``config.model`` names, with ``num_classes`` outputs."""
-    return build_model(config.model.name, num_classes=num_classes, pool=config.model.pool,
-                       head_pool=config.model.head_pool, dropout=config.model.dropout)
-
-
-def build_optimizer(config: DictConfig, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
-    """SGD or AdamW; no weight decay on biases and norm weights; lr scaled by the total batch / 64."""
-    optim = config.optim
-    total_batch = config.train.batch_size * config.train.accumulate * world_size
-    lr = optim.lr * (total_batch / 64 if config.train.scale_lr else 1.0)
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if optim.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum, nesterov=optim.nesterov and optim.momentum > 0)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int, start_factor: float, min_factor: float):
-    """LR factor per optimizer step: linear from ``start_factor`` to 1, then cosine down to ``min_factor``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return start_factor + (1 - start_factor) * step / max(warmup_steps, 1)
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def parameters_in_sync(model: nn.Module, device: torch.device) -> bool:
     """True when every rank holds the same weights (compares a float64 checksum of all parameters)."""
     with torch.no_grad():
         checksum = sum(float(p.double().sum()) + float((p.double() ** 2).sum()) for p in unwrap(model).parameters())
     values = distributed.gather_objects(checksum)
     return all(v == values[0] for v in values)
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    if any("val_loss" in h for h in history):
-        val = [h for h in history if "val_loss" in h]
-        ax_loss.plot([h["epoch"] for h in val], [h["val_loss"] for h in val], marker="o", label="val")
-        ax_acc.plot([h["epoch"] for h in val], [100 * h["val_top1"] for h in val], marker="o", label="val clip top-1")
-    ax_acc.plot(epochs, [100 * h["train_top1"] for h in history], marker="o", label="train top-1")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
-    ax_loss.legend()
-    ax_acc.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def validate(model: nn.Module, dataset, config: DictConfig, ctx: distributed.Context) -> Optional[dict]:
-    """Clip-level accuracy and loss on the held-out split (one centre view per video); None off rank 0."""
-    shard = loader(dataset, Shard(len(dataset), ctx.rank, ctx.world_size), config.test.batch_size, config,
-                   train=False)
-    scores = score_videos(unwrap(model), shard, ctx.device, amp=config.train.amp,
-                          channels_last=config.train.channels_last, progress=ctx.is_main and config.train.progress)
-    if scores is None:
-        return None
-    result = metrics(scores, len(dataset.classes))
-    probs = scores.video_probs.clamp(min=1e-12)
-    loss = float(F.nll_loss(probs.log(), scores.label))
-    return {"val_loss": loss, "val_top1": result["clip_top1"], "val_top5": result["clip_top5"],
-            "val_videos": result["num_videos"], "val_skipped": result["num_skipped"]}
-
-
-@contextlib.contextmanager
-def worker_batches(batches: DataLoader) -> Iterator:
-    """Iterate ``batches`` and stop its worker processes on leaving, also on an exception or Ctrl-C."""
-    iterator = iter(batches)
-    try:
-        yield iterator
-    finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)   # what the iterator's __del__ would call later
-        if shutdown is not None:
-            shutdown()
 
 
 @dataclass
@@ -176,21 +92,6 @@ class Run:
             "best_epoch": self.best_epoch, "history": self.history, "config": to_plain(self.config),
             "classes": self.classes, "rng": rng_state(),
         }
-
-
-def rng_state() -> dict:
-    """The torch (CPU and CUDA) and Python RNG states, as plain tensors and values."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(tuple(tuple(v) if isinstance(v, list) else v for v in state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def prepare(config: DictConfig, ctx: distributed.Context) -> Run:

@@ -7,10 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _triple
 
-from ..nn import AdaptiveSoftPool2d, AdaptiveSoftPool3d, SoftPool2d, SoftPool3d
+from ..nn import POOL_KINDS, AdaptiveSoftPool2d, AdaptiveSoftPool3d, SoftPool2d, SoftPool3d
 from ..ops._geometry import pool_output_size
 
-POOL_KINDS = ("soft", "max", "avg")
 
 
 def check_kind(kind: str, argument: str) -> str:
@@ -19,9 +18,9 @@ def check_kind(kind: str, argument: str) -> str:
     return kind
 
 
-class AvgPool3d(nn.AvgPool3d):
-    """Average pooling that excludes padding and, like max and soft pooling, accepts an input shorter than
-    the kernel when padding or ceil_mode allows a window. PyTorch's avg_pool3d refuses such an input;
+class CountValidAvgPool3d(nn.AvgPool3d):
+    """Average pooling that divides each window's sum by its count of real (not padded) elements and, like
+    max and soft pooling, accepts an input shorter than the kernel when padding or ceil_mode allows a window. PyTorch's avg_pool3d refuses such an input;
     C3D's pool5 meets one on 8-frame clips.
 
     Shapes: (N, C, T, H, W) -> (N, C, T', H', W') with MaxPool3d's output sizes.
@@ -53,7 +52,7 @@ def pool3d(kind: str, kernel_size, stride, padding=0, ceil_mode: bool = False) -
         return SoftPool3d(kernel_size, stride, padding, ceil_mode)
     if kind == "max":
         return nn.MaxPool3d(kernel_size, stride, padding, ceil_mode=ceil_mode)
-    return AvgPool3d(kernel_size, stride, padding, ceil_mode)
+    return CountValidAvgPool3d(kernel_size, stride, padding, ceil_mode)
 
 
 def global_pool3d(kind: str, output_size=1) -> nn.Module:

@@ -1,0 +1,58 @@
+"""The pictures a run writes: training curves and the test confusion matrix (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    if any("val_loss" in h for h in history):
+        val = [h for h in history if "val_loss" in h]
+        ax_loss.plot([h["epoch"] for h in val], [h["val_loss"] for h in val], marker="o", label="val")
+        ax_acc.plot([h["epoch"] for h in val], [100 * h["val_top1"] for h in val], marker="o", label="val clip top-1")
+    ax_acc.plot(epochs, [100 * h["train_top1"] for h in history], marker="o", label="train top-1")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
+    ax_loss.legend()
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    n = len(classes)
+    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)
+    size = min(4 + 0.35 * n, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("video-level confusion (row-normalised)")
+    if n <= 60:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        if n <= 25:
+            for i in range(n):
+                for j in range(n):
+                    if confusion[i, j]:
+                        ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if rows[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
