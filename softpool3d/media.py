@@ -177,7 +177,16 @@ def quality(result: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 def retention(frames: np.ndarray, method: str, factor: int, temporal_factor: int = 1,
               pooled: Optional[np.ndarray] = None) -> dict[str, float]:
-    """PSNR/SSIM of one method's result against the area-resized input and, upsampled, against the original."""
+    """PSNR/SSIM of one method's result against the area-resized input and, upsampled, against the original.
+
+    Args:
+        frames: uint8 (T, H, W, C).
+        method: one of ``METHODS``.
+        factor, temporal_factor: as for ``pool``.
+        pooled: ``pool``'s result when the caller has it already.
+
+    Returns psnr_area, ssim_area, psnr_roundtrip and ssim_roundtrip (dB and SSIM on 0-255 values).
+    """
     out = pool(frames, method, factor, temporal_factor) if pooled is None else pooled
     area = area_resize(frames, out.shape[:3])
     back = upsample(out, frames.shape)

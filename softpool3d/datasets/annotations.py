@@ -56,7 +56,16 @@ def read_class_index(path: PathLike) -> list[str]:
 
 
 def read_ucf101_split(annotations: PathLike, fold: int = 1, subset: str = "train") -> tuple[list[tuple[str, int]], list[str]]:
-    """Relative video paths with 0-based labels for one fold and subset, and the class names."""
+    """Relative video paths with 0-based labels for one fold and subset, and the class names.
+
+    Args:
+        annotations: the folder of UCF-101's official files (classInd.txt, trainlist0N.txt, testlist0N.txt).
+        fold: 1, 2 or 3.
+        subset: "train" or "test"; test lines carry no label, so it comes from the class folder.
+
+    Returns ``([("Class/v_Class_gGG_cCC.avi", label), ...], class names)``; a malformed line is an
+    ``AnnotationError`` naming the file and line.
+    """
     if fold not in FOLDS:
         raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")
     if subset not in SUBSETS:
@@ -97,6 +106,11 @@ def read_hmdb51_split(annotations: PathLike, fold: int = 1, subset: str = "train
 
     Lines read ``April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1`` with tag 1 = train, 2 = test,
     0 = unused. Classes are sorted by name; paths are ``<class>/<file>``.
+
+    Args:
+        annotations: the folder holding the 153 split files.
+        fold: 1, 2 or 3.
+        subset: "train" (tag 1) or "test" (tag 2).
     """
     if fold not in FOLDS:
         raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")

@@ -13,6 +13,7 @@ import torch
 
 
 def clip_span(clip_len: int, frame_interval: int) -> int:
+    """How many consecutive frames a clip covers: (clip_len - 1) * frame_interval + 1."""
     if clip_len < 1 or frame_interval < 1:
         raise ValueError(f"clip_len and frame_interval must be >= 1, got {clip_len} and {frame_interval}")
     return (clip_len - 1) * frame_interval + 1
@@ -25,7 +26,16 @@ def _clip_at(start: int, num_frames: int, clip_len: int, frame_interval: int) ->
 def train_clip_indices(
     num_frames: int, clip_len: int, frame_interval: int = 1, generator: Optional[torch.Generator] = None
 ) -> list[int]:
-    """Frame indices of one clip starting at a uniformly random frame (looping when the video is short)."""
+    """Frame indices of one clip starting at a uniformly random frame (looping when the video is short).
+
+    Args:
+        num_frames: the frames the video has (that decode).
+        clip_len: frames per clip.
+        frame_interval: the step between a clip's frames.
+        generator: the RNG to draw the start from (default: torch's global one).
+
+    Returns ``clip_len`` indices in [0, num_frames).
+    """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     span = clip_span(clip_len, frame_interval)

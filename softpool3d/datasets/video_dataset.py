@@ -39,7 +39,18 @@ ON_ERROR = ("raise", "skip")
 
 
 class VideoDataset(Dataset):
-    """Videos with labels: ``samples`` are (absolute path, 0-based label); ``classes[label]`` names it."""
+    """Videos with labels, as clips: ``ds[i]["video"]`` is float (C, T, H, W), or (V, C, T, H, W) for V test views.
+
+    Args:
+        samples: (video path or rawframes folder, 0-based label) pairs.
+        classes: the class names; ``classes[label]`` names a label.
+        train: one random clip and crop per item (and another video for a bad one); else ``clip``'s
+            evenly spread test views, never another video.
+        clip: clip length, frame interval, sizes, flip and test views (``ClipConfig``).
+        backend: the decoder (see ``io.BACKENDS``).
+        on_error: at test time, "raise" for a bad video, or "skip" it (listed by ``collate_clips``).
+        max_retries: in training, bad videos in a row before the item raises.
+    """
 
     def __init__(
         self,

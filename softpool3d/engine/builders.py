@@ -18,7 +18,14 @@ def model_from_config(config: DictConfig, num_classes: int) -> nn.Module:
 
 
 def build_optimizer(config: DictConfig, model: nn.Module, world_size: int) -> torch.optim.Optimizer:
-    """SGD or AdamW; no weight decay on biases and norm weights; lr scaled by the total batch / 64."""
+    """SGD or AdamW; no weight decay on biases and norm weights; lr scaled by the total batch / 64.
+
+    Args:
+        config: ``optim.*`` (name, lr, momentum, betas, weight decay) and ``train.*`` (batch size,
+            accumulation, scale_lr).
+        model: its trainable parameters are optimised.
+        world_size: the number of DDP processes (the total batch is batch_size x accumulate x world_size).
+    """
     optim = config.optim
     total_batch = config.train.batch_size * config.train.accumulate * world_size
     lr = optim.lr * (total_batch / 64 if config.train.scale_lr else 1.0)
@@ -33,7 +40,14 @@ def build_optimizer(config: DictConfig, model: nn.Module, world_size: int) -> to
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, start_factor: float, min_factor: float):
-    """LR factor per optimizer step: linear from ``start_factor`` to 1, then cosine down to ``min_factor``."""
+    """LR factor per optimizer step: linear from ``start_factor`` to 1, then cosine down to ``min_factor``.
+
+    Args:
+        total_steps: optimizer steps in the whole run.
+        warmup_steps: steps of the linear warmup.
+        start_factor: the factor at step 0.
+        min_factor: the factor at the last step.
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -27,6 +27,7 @@ class DataError(ValueError):
 
 
 def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConfig:
+    """The clip sampling and transforms ``data.*`` describes, with (clips, crops) test views."""
     data = config.data
     flip = data.dataset != "synthmotion" if data.flip is None else data.flip
     return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
@@ -58,7 +59,16 @@ def _required(config: DictConfig, key: str) -> str:
 
 def build_dataset(config: DictConfig, subset: str, *, views: tuple[int, int] = (1, 1),
                   on_error: str = "raise") -> VideoDataset:
-    """The train, val or test dataset that ``config`` describes. val and test are the same held-out split."""
+    """The train, val or test dataset that ``config`` describes. val and test are the same held-out split.
+
+    Args:
+        config: the experiment config; ``data.*`` says which dataset and where.
+        subset: "train", "val" or "test".
+        views: (clips, crops) per video for testing; (1, 1) gives one centre view.
+        on_error: what a video that cannot be decoded does at test time: "raise" or "skip".
+
+    A config problem (a missing root, list or annotation folder) is a ``DataError`` naming the key.
+    """
     data = config.data
     train = subset == "train"
     common = dict(clip=clip_config(config, views), on_error=on_error)
@@ -90,6 +100,7 @@ def build_dataset(config: DictConfig, subset: str, *, views: tuple[int, int] = (
 
 
 def check_classes(train: VideoDataset, held_out: VideoDataset) -> None:
+    """A ``DataError`` unless both splits have the same class names in the same order."""
     if list(train.classes) != list(held_out.classes):
         only_train = sorted(set(train.classes) - set(held_out.classes))[:5]
         only_val = sorted(set(held_out.classes) - set(train.classes))[:5]
@@ -155,12 +166,14 @@ class Shard(Sampler):
 
 
 def train_sampler(dataset: Dataset, config: DictConfig, rank: int, world_size: int) -> DistributedSampler:
+    """This rank's shuffled share of the training set, reshuffled per epoch from ``config.seed``."""
     # drop_last keeps the ranks in step: each rank gets the same number of batches.
     return DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed,
                               drop_last=True)
 
 
 def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConfig, *, train: bool) -> DataLoader:
+    """Batches of ``collate_clips`` dicts with ``data.num_workers`` workers; ``train`` drops a last short batch."""
     workers = config.data.num_workers
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,

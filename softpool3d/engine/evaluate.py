@@ -49,6 +49,7 @@ class Scores:
 
 
 def autocast(device: torch.device, amp: str):
+    """torch.autocast for ``amp`` ("bf16" or "fp16") on ``device``; a no-op for "none"."""
     if amp == "none":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
@@ -58,6 +59,14 @@ def autocast(device: torch.device, amp: str):
 def score_videos(model: nn.Module, batches: DataLoader, device: torch.device, *, amp: str = "none",
                  channels_last: bool = False, progress: bool = False) -> Optional[Scores]:
     """Softmax scores of every view of every video this rank's loader yields, gathered on rank 0.
+
+    Args:
+        model: the network; called on (B * V, C, T, H, W) clips.
+        batches: ``collate_clips`` batches; "video" is (B, C, T, H, W) or (B, V, C, T, H, W).
+        device: where the model runs.
+        amp: "none", "bf16" or "fp16" autocast.
+        channels_last: feed channels_last_3d clips.
+        progress: show a tqdm bar.
 
     Returns the Scores of all ranks on rank 0 (sorted by video index) and None on the others.
     """

@@ -95,7 +95,16 @@ def run_test(config: DictConfig, checkpoint: Union[str, Path]) -> Optional[tuple
 
 def predict(model: nn.Module, classes: list[str], config: DictConfig, videos: Sequence[Union[str, Path]], *,
             views: tuple[int, int] = (1, 1), top: int = 5) -> list[list[tuple[str, float]]]:
-    """For each video file, the ``top`` classes and probabilities (view softmax scores averaged)."""
+    """For each video file, the ``top`` classes and probabilities (view softmax scores averaged).
+
+    Args:
+        model: the trained network, in eval mode.
+        classes: its class names, in label order.
+        config: the run's config; ``data.*`` says how clips are sampled and transformed.
+        videos: video files (or rawframes folders).
+        views: (clips, crops) averaged per video.
+        top: how many classes to return.
+    """
     results = []
     for path in videos:
         dataset = VideoDataset([(str(path), 0)], ["?"], train=False, clip=clip_config(config, views),

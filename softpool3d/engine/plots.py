@@ -8,6 +8,7 @@ import torch
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch (train, and val where validated) from metrics.jsonl records, as a PNG."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -31,6 +32,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
+    """A (num_classes, num_classes) count matrix, rows normalised, as a PNG (counts shown up to 25 classes)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
