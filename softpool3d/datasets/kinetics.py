@@ -20,7 +20,6 @@ from .transforms import ClipConfig
 from .video_dataset import VideoDataset
 
 
-
 def index_videos(root: Path, subset: str) -> dict[str, str]:
     """Video file stem -> path, for files in root, root/<subset> and one level of class folders below them."""
     found: dict[str, str] = {}

@@ -1,0 +1,81 @@
+"""Find the videos a decoder chokes on: decode every frame of a dataset, a folder or a list file.
+
+    python tools/check_videos.py --config configs/ucf101/r3d_18_soft.yaml data.root=/data/UCF-101 \
+        data.annotations=/data/ucfTrainTestlist --workers 8 --write-clean-lists /data/ucfTrainTestlist_clean
+    python tools/check_videos.py --folder /data/kinetics400/val --workers 8
+    python tools/check_videos.py --list val.txt --root /data/videos
+
+Each file is ``ok``, ``partial`` (decodes fewer frames than its header says, or breaks halfway; training
+and testing use the frames that decode) or ``bad`` (cannot be opened, no video stream, no frame), with
+the reason, the header and decoded frame counts, the size and the fps. Writes a CSV (--csv), prints a
+summary and exits 1 when any file is bad. --write-clean-lists DIR writes the dataset's split files
+without the bad videos, in their own format; point data.annotations (or data.*_list) at DIR to train on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from softpool3d.datasets.annotations import read_video_list  # noqa: E402
+from softpool3d.datasets.check import (check_videos, clean_split_files, dataset_split_files, summary,  # noqa: E402
+                                       videos_under, write_csv)
+from softpool3d.engine import ConfigError, DataError, load_config  # noqa: E402
+from softpool3d.engine.data import build_dataset  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="an experiment YAML: every split of its dataset is checked")
+    source.add_argument("--folder", type=Path, help="every video below this folder")
+    source.add_argument("--list", type=Path, help="a '<path> <label>' list file")
+    parser.add_argument("--root", type=Path, default=Path("."), help="with --list: what its paths are relative to")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--csv", type=Path, default=Path("check_videos.csv"))
+    parser.add_argument("--write-clean-lists", type=Path, metavar="DIR",
+                        help="with --config or --list: the split files without the bad videos")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="with --config: key=value")
+    args = parser.parse_args(argv)
+    if args.write_clean_lists and args.folder:
+        parser.error("--write-clean-lists needs --config or --list (a folder has no split files)")
+
+    split_files, extra_files = [], []
+    try:
+        if args.config:
+            config = load_config(args.config, args.overrides)
+            paths = list(dict.fromkeys(p for subset in ("train", "test")
+                                       for p, _ in build_dataset(config, subset).samples))
+            split_files, extra_files = dataset_split_files(config)
+        elif args.folder:
+            if not args.folder.is_dir():
+                raise FileNotFoundError(f"--folder {args.folder} is not a folder")
+            paths = videos_under(args.folder)
+        else:
+            paths = [args.root / p for p, _ in read_video_list(args.list)]
+            split_files = [args.list]
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not paths:
+        print("error: no videos found", file=sys.stderr)
+        return 2
+
+    results = check_videos(paths, workers=args.workers, progress=not args.no_progress)
+    write_csv(results, args.csv)
+    print(summary(results))
+    print(f"\nCSV: {args.csv}")
+    bad = [r.path for r in results if r.status == "bad"]
+    if args.write_clean_lists:
+        dropped = clean_split_files(split_files, bad, args.write_clean_lists, extra_files)
+        for name, count in dropped.items():
+            print(f"{args.write_clean_lists / name}: {count} line(s) dropped")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
