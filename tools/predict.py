@@ -1,6 +1,12 @@
 """Top-5 classes for video files, from a training checkpoint (which carries the class names).
 
-    python tools/predict.py clip1.mp4 clip2.avi --checkpoint runs/synthmotion_r3d_18_soft/best.pt [--views 3x1]
+    python tools/predict.py clip1.mp4 clip2.avi --checkpoint runs/synthmotion_r3d_10_soft/last.pt [--views 3x1]
+    python tools/predict.py long.mp4 --checkpoint P --window 2.0 --stride 1.0 --out predictions
+
+With --window and --stride (seconds) a video of any length is scored by sliding windows, streaming
+(memory does not grow with its length): <out>/<video>_windows.csv has each window's start, end and
+top-5 classes with scores, <out>/<video>_timeline.png the top classes' probabilities over time, and
+the video-level top-5 (the mean over windows) and the timeline's segments are printed.
 """
 
 from __future__ import annotations
@@ -14,6 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from softpool3d.datasets import VideoDecodeError  # noqa: E402
 from softpool3d.engine import CheckpointError, model_from_checkpoint, predict  # noqa: E402
 from softpool3d.engine.config import ConfigError, parse_views  # noqa: E402
+from softpool3d.engine.sliding import (plot_timeline, score_windows, segments, video_scores,  # noqa: E402
+                                       write_windows_csv)
+
+
+def print_ranked(path: Path, ranked: list[tuple[str, float]]) -> None:
+    print(path)
+    for name, probability in ranked:
+        print(f"  {probability:7.2%}  {name}")
 
 
 def main(argv=None) -> int:
@@ -22,7 +36,12 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS averaged per video (default 1x1)")
     parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--window", type=float, help="sliding windows of this many seconds")
+    parser.add_argument("--stride", type=float, help="seconds between window starts (default: --window / 2)")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="with --window: CSV and PNG go here")
     args = parser.parse_args(argv)
+    if args.stride is not None and args.window is None:
+        parser.error("--stride needs --window")
     try:
         views = parse_views(args.views)
         model, config, classes = model_from_checkpoint(args.checkpoint)
@@ -32,14 +51,25 @@ def main(argv=None) -> int:
     status = 0
     for path in args.videos:
         try:
-            (ranked,) = predict(model, classes, config, [path], views=views, top=args.top)
-        except (VideoDecodeError, FileNotFoundError, IndexError) as error:
+            if args.window is None:
+                (ranked,) = predict(model, classes, config, [path], views=views, top=args.top)
+                print_ranked(path, ranked)
+                continue
+            windows = score_windows(model, config, path, args.window, args.stride or args.window / 2)
+        except (VideoDecodeError, FileNotFoundError, ValueError) as error:
             print(f"{path}: cannot read: {error}", file=sys.stderr)
             status = 1
             continue
-        print(path)
-        for name, probability in ranked:
-            print(f"  {probability:7.2%}  {name}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_windows_csv(windows, classes, args.out / f"{path.stem}_windows.csv", args.top)
+        plot_timeline(windows, classes, args.out / f"{path.stem}_timeline.png", args.top)
+        probs = video_scores(windows)
+        p, i = probs.topk(min(args.top, len(classes)))
+        print_ranked(path, [(classes[k], float(v)) for k, v in zip(i.tolist(), p.tolist())])
+        print(f"  {len(windows)} windows of {args.window:g} s; segments:")
+        for start, end, name in segments(windows, classes):
+            print(f"    {start:7.2f} - {end:7.2f} s  {name}")
+        print(f"  wrote {args.out / (path.stem + '_windows.csv')} and {args.out / (path.stem + '_timeline.png')}")
     return status
 
 
