@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,export]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,108 @@
+"""Deployment: torch.export and ONNX (checked in a stock ONNX Runtime) for SoftPool ops and models, and torch.hub."""
+
+import importlib.util
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import softpool3d as sp
+from softpool3d.models import build_model, list_models
+
+from helpers import ROOT
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from softpool3d.export import export_onnx, export_program, max_differences, onnx_session, random_clips  # noqa: E402
+
+
+class Pool(torch.nn.Module):
+    def __init__(self, fn, *args):
+        super().__init__()
+        self.fn, self.args = fn, args
+
+    def forward(self, x):
+        return self.fn(x, *self.args)
+
+
+GEOMETRIES = [  # (function, input shape, arguments)
+    (sp.soft_pool1d, (2, 3, 11), (3, 2, 1, True)),
+    (sp.soft_pool1d, (2, 3, 10), (2, 3, 0, False)),                     # stride > kernel
+    (sp.soft_pool2d, (2, 3, 7, 9), (3, 2, 1, True)),                    # padded, ceil mode
+    (sp.soft_pool2d, (2, 3, 6, 5), ((2, 3), (1, 2), (1, 1), False)),
+    (sp.soft_pool3d, (2, 3, 5, 6, 7), (3, 2, 1, True)),                 # the ResNet stem pool
+    (sp.soft_pool3d, (2, 3, 4, 6, 8), (2, 2, 0, False)),
+    (sp.soft_pool3d, (2, 3, 5, 5, 5), ((3, 2, 3), (1, 2, 3), (1, 0, 1), True)),
+    (sp.adaptive_soft_pool1d, (2, 3, 10), (4,)),
+    (sp.adaptive_soft_pool2d, (2, 3, 7, 9), ((3, 4),)),
+    (sp.adaptive_soft_pool3d, (2, 3, 5, 6, 7), ((2, 3, 3),)),
+    (sp.adaptive_soft_pool3d, (2, 3, 4, 5, 6), (1,)),                  # global SoftPool
+]
+
+
+@pytest.mark.parametrize("fn,shape,args", GEOMETRIES, ids=[f"{g[0].__name__}-{g[1]}-{g[2]}" for g in GEOMETRIES])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_single_ops_in_onnx_runtime(tmp_path, seed, fn, shape, args, scale):
+    module = Pool(fn, *args)
+    path = export_onnx(module, torch.randn(shape), tmp_path / "op.onnx")
+    session = onnx_session(path)
+    for x in random_clips(shape, (1, 3), seed):
+        x = x * scale
+        rows = max_differences(module, torch.export.export(module, (x,)), session, [x])
+        # 1e-4 absolute at unit scale; at +-1e4 float32's own spacing is 1e-3, so 1e-4 relative.
+        assert rows[0]["onnx"] <= 1e-4 * scale, rows
+
+
+@pytest.mark.parametrize("name,shape,kwargs", [
+    ("r3d_18", (1, 3, 8, 32, 32), {"pool": "soft", "head_pool": "soft"}),
+    ("i3d_r50", (1, 3, 8, 32, 32), {"pool": "soft", "head_pool": "soft"}),
+    ("resnet18", (1, 3, 64, 64), {"pool": "soft", "head_pool": "avg"}),
+])
+def test_models_through_torch_export_and_onnx(tmp_path, seed, name, shape, kwargs):
+    model = build_model(name, num_classes=7, **kwargs).eval()
+    example = torch.randn(2, *shape[1:])
+    program = export_program(model, example, tmp_path / "m.pt2")
+    session = onnx_session(export_onnx(model, example, tmp_path / "m.onnx"))
+    loaded = torch.export.load(str(tmp_path / "m.pt2"))
+    rows = max_differences(model, loaded, session, random_clips(shape, (1, 3), seed))
+    assert [r["batch"] for r in rows] == [1, 3]                        # one file, two batch sizes
+    assert all(r["export"] <= 1e-5 and r["onnx"] <= 1e-4 for r in rows), rows
+    assert program.graph_signature is not None
+
+
+def test_export_tool(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--model", "r3d_10", "--num-classes",
+                           "5", "--shape", "1,3,8,32,32", "--out", str(tmp_path / "r3d_10")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "r3d_10.pt2").is_file() and (tmp_path / "r3d_10.onnx").is_file()
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
+    assert len(rows) == 2 and all(float(line.split("|")[3]) <= 1e-4 for line in rows)
+
+
+def test_onnx_file_uses_standard_operators_only(tmp_path):
+    import onnx
+
+    module = Pool(sp.soft_pool3d, 3, 2, 1, True)
+    model = onnx.load(str(export_onnx(module, torch.randn(2, 3, 5, 6, 7), tmp_path / "op.onnx")))
+    assert {node.domain for node in model.graph.node} == {""} and not model.functions    # the default domain only
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 18)]
+    assert {"ReduceMax", "Exp", "ReduceSum", "Slice", "Pad"} <= {node.op_type for node in model.graph.node}
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_torch_hub_loads_every_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in list_models():
+            model = torch.hub.load(str(ROOT), name, source="local", num_classes=3, pool="soft", trust_repo=True)
+            assert isinstance(model, torch.nn.Module), name
+            assert model.__class__ is build_model(name, num_classes=3, pool="soft").__class__
+    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    assert sorted(n for n in list_models() if callable(getattr(hubconf, n, None))) == list_models()
+    assert "build_model('r3d_18'" in hubconf.r3d_18.__doc__ and "num_classes" in hubconf.r3d_18.__doc__
