@@ -14,14 +14,12 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tqdm import tqdm
-
 from .io import IMAGE_SUFFIXES, VIDEO_EXTENSIONS, frame_files
+from .parallel import map_files
 
 STATUSES = ("ok", "partial", "bad")
 
@@ -95,20 +93,7 @@ def check_video(path) -> VideoCheck:
 
 def check_videos(paths: Sequence, workers: int = 1, progress: bool = True) -> list[VideoCheck]:
     """``check_video`` for every path, in ``workers`` processes, in the order given."""
-    paths = [str(p) for p in paths]
-    bar = tqdm(total=len(paths), desc="checking", unit="video", disable=not progress)
-    results = []
-    with bar:
-        if workers <= 1:
-            for path in paths:
-                results.append(check_video(path))
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(check_video, paths, chunksize=4):
-                    results.append(result)
-                    bar.update(1)
-    return results
+    return map_files(check_video, [str(p) for p in paths], workers, progress, "checking")
 
 
 def videos_under(folder: Path) -> list[Path]:

@@ -11,15 +11,13 @@ than its source and has the right size is up to date and skipped, so an interrup
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
 from .io import VIDEO_EXTENSIONS
+from .parallel import map_files
 
 # The encoder for each container; H.264 where the container takes it.
 CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx"}
@@ -145,18 +143,7 @@ def resize_tree(source_root: Path, output_root: Path, short_side: int = 256, wor
         raise ValueError(f"the output folder {output_root} must not be inside the source {source_root}")
     sources = sorted(p for p in source_root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
     jobs = [(p, output_root / p.relative_to(source_root), short_side) for p in sources]
-    results = []
-    with tqdm(total=len(jobs), desc="resizing", unit="video", disable=not progress) as bar:
-        if workers <= 1:
-            for job in jobs:
-                results.append(_one(job))
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(_one, jobs):
-                    results.append(result)
-                    bar.update(1)
-    return results
+    return map_files(_one, jobs, workers, progress, "resizing")
 
 
 def summary(results: Sequence[Resized], seconds: float) -> str:
