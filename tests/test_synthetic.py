@@ -4,10 +4,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from softpool3d.datasets import make_synthmotion, probe, read_frames
-from softpool3d.datasets.synthetic import CLASSES, _bar_mask, _trajectory
+from softpool3d.datasets.synthetic import CLASSES, _background, _bar_mask, _trajectory, render_video
 from softpool3d.datasets.annotations import read_ucf101_split
 
 SMALL = dict(num_classes=4, videos_per_class=6, frames=8, size=32, groups=3)
@@ -35,12 +34,21 @@ def test_layout_and_split_by_group(small):
 
 
 def test_deterministic_for_a_seed(small, tmp_path):
+    # The rendered frames are a function of the seed, bit for bit.
+    def render(seed):
+        return render_video("MoveDown", np.random.default_rng([seed, 2, 3, 1]),
+                            _background(np.random.default_rng([seed, 1, 3, 1]), 32), 8)
+
+    assert np.array_equal(render(3), render(3)) and not np.array_equal(render(3), render(4))
+    # The files are not: libx264 (in FFmpeg, as PyAV calls it) encodes the same frames to different bytes
+    # now and then (seen: 204 of 360 files, up to 3.9 grey levels apart on average), so regenerated
+    # videos are compared as pictures: close for one seed, far apart for another.
     again = make_synthmotion(tmp_path / "b", seed=3, **SMALL)
     other = make_synthmotion(tmp_path / "c", seed=4, **SMALL)
     name = "videos/MoveDown/v_MoveDown_g02_c01.mp4"
-    first = read_frames(small / name, range(8))
-    assert torch.equal(first, read_frames(again / name, range(8)))
-    assert not torch.equal(first, read_frames(other / name, range(8)))
+    first = read_frames(small / name, range(8)).float()
+    assert (first - read_frames(again / name, range(8)).float()).abs().mean() < 8
+    assert (first - read_frames(other / name, range(8)).float()).abs().mean() > 15
 
 
 def centroid(mask):
