@@ -55,7 +55,8 @@ def main(argv=None) -> int:
                 (ranked,) = predict(model, classes, config, [path], views=views, top=args.top)
                 print_ranked(path, ranked)
                 continue
-            windows = score_windows(model, config, path, args.window, args.stride or args.window / 2)
+            windows = score_windows(model, config, path, args.window, args.stride or args.window / 2,
+                                    progress=sys.stderr.isatty())
         except (VideoDecodeError, FileNotFoundError, ValueError) as error:
             print(f"{path}: cannot read: {error}", file=sys.stderr)
             status = 1

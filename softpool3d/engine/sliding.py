@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from tqdm import tqdm
 
 from ..datasets import VideoDecodeError, read_video
 from ..datasets.sampling import clip_span
@@ -67,7 +68,7 @@ def _frames(path: Path) -> tuple[float, Iterator]:
 
 @torch.no_grad()
 def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], window: float,
-                  stride: float) -> list[WindowScores]:
+                  stride: float, progress: bool = False) -> list[WindowScores]:
     """Class probabilities for every window of ``window`` seconds, every ``stride`` seconds, streaming.
 
     Args:
@@ -76,6 +77,7 @@ def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], 
         path: a video file.
         window: the window length in seconds.
         stride: the step between window starts in seconds.
+        progress: a tqdm bar over the decoded frames.
     """
     if window <= 0 or stride <= 0:
         raise ValueError(f"window and stride must be > 0 seconds, got {window} and {stride}")
@@ -98,7 +100,7 @@ def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], 
         probs = torch.softmax(model(view).float(), dim=1)[0].cpu()
         results.append(WindowScores(start / fps, end / fps, probs))
 
-    for index, frame in enumerate(frames):
+    for index, frame in enumerate(tqdm(frames, desc=path.name, unit="frame", disable=not progress, leave=False)):
         seen = index + 1
         while next_start <= index:
             open_windows.append({"start": next_start, "wanted": window_indices(next_start, length, clip.clip_len,
