@@ -47,7 +47,10 @@ def window_indices(start: int, length: int, clip_len: int, frame_interval: int) 
 def _frames(path: Path) -> tuple[float, Iterator]:
     import av  # noqa: PLC0415
 
-    container = av.open(str(path))
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise VideoDecodeError(path, error) from error
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, "no video stream")
