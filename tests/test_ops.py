@@ -4,6 +4,8 @@ The operator's contract (values, gradients, dtypes, magnitudes, non-finite input
 every backend in test_op_contract.py; here: a property-based cross-check against the reference, the
 shared-max fast path's exact fallback, channels_last without a copy, unbatched input and errors."""
 
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +28,32 @@ CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 def test_cpp_backend_serves_cpu_floats():
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         assert backend_for(torch.zeros(1, dtype=dtype)) == "cpp"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not torch.backends.openmp.is_available(),
+                    reason="PyTorch runs on OpenMP on Linux only")
+def test_cpp_kernel_runs_on_pytorch_threads():
+    # Without -fopenmp, at::parallel_for runs every plane on the calling thread.
+    sp.soft_pool1d(torch.zeros(1, 1, 2), 2)
+    [library] = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()
+                 if "softpool3d_cpu_" in line}
+    assert b"GOMP_parallel" in Path(library).read_bytes()
+
+
+@pytest.mark.parametrize("geometry", [(2, 2, 0), (3, 2, 1)])
+def test_cpp_result_does_not_depend_on_the_thread_count(seed, geometry):
+    x = torch.randn(2, 5, 6, 9, 11, requires_grad=True)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            y = sp.soft_pool3d(x, *geometry)
+            results.append((y, *torch.autograd.grad(y, x, torch.ones_like(y))))
+    finally:
+        torch.set_num_threads(threads)
+    for one, many in zip(*results):
+        assert torch.equal(one, many)
 
 
 # ---------------------------------------------------------------- property-based cross-check

@@ -4,8 +4,10 @@
 The kernel is compiled with ``torch.utils.cpp_extension`` and ninja on first use
 and cached (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
 ``make install`` builds it ahead of time. The build targets the CPU's vector
-capability as PyTorch detects it (AVX-512, AVX2 or portable C++). Without a
-working compiler the op falls back to the PyTorch reference with one warning.
+capability as PyTorch detects it (AVX-512, AVX2 or portable C++), with OpenMP
+where PyTorch uses it, so that ``at::parallel_for`` spreads the planes over
+``torch.get_num_threads()`` threads (without ``-fopenmp`` it runs them on one).
+Without a working compiler the op falls back to the PyTorch reference with one warning.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def capability() -> str:
     if cap.startswith("AVX512"):
         return "AVX512"
     return cap if cap in _CAPABILITY_FLAGS else "DEFAULT"
+
+
+def _openmp_flags() -> list[str]:
+    """``-fopenmp`` where PyTorch itself runs on OpenMP (Linux wheels); the kernel then shares its
+    runtime (the already loaded ``libgomp.so.1``) and its thread count."""
+    if torch.backends.openmp.is_available() and sys.platform.startswith("linux"):
+        return ["-fopenmp"]
+    return []
 
 
 def _ensure_ninja_on_path() -> None:
@@ -75,11 +85,13 @@ def load() -> bool:
 
     cap = capability()
     _ensure_ninja_on_path()
+    openmp = _openmp_flags()
     try:
         cpp_extension.load(
             name=f"softpool3d_cpu_{cap.lower()}",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", *_CAPABILITY_FLAGS[cap]],
+            extra_cflags=["-O3", *openmp, *_CAPABILITY_FLAGS[cap]],
+            extra_ldflags=openmp,
             is_python_module=False,
             verbose=os.environ.get("SOFTPOOL3D_VERBOSE_BUILD", "") == "1",
         )

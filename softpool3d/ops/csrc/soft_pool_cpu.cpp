@@ -220,6 +220,15 @@ acc_t vector_max(const acc_t* x, int64_t n) {
   return m;
 }
 
+// exp of non-positive arguments (x - M with M the max). float uses ATen's polynomial exp_u20 (the one
+// softmax uses, a few ulp looser than exp but several times faster; it gives 0 below log(FLT_MIN));
+// double keeps the full-precision exp.
+template <typename acc_t>
+inline Vectorized<acc_t> exp_nonpositive(const Vectorized<acc_t>& v) {
+  if constexpr (std::is_same_v<acc_t, float>) return v.exp_u20();
+  else return v.exp();
+}
+
 // e[i] = exp(x[i] - M) and, if ex is given, ex[i] = e[i] * x[i].
 template <typename acc_t>
 void exp_shifted(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* ex) {
@@ -229,14 +238,14 @@ void exp_shifted(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* ex) {
   int64_t i = 0;
   for (; i + V <= n; i += V) {
     const Vec xv = Vec::loadu(x + i);
-    const Vec ev = (xv - vM).exp();
+    const Vec ev = exp_nonpositive(xv - vM);
     ev.store(e + i);
     if (ex) (ev * xv).store(ex + i);
   }
   if (i < n) {
     const int64_t r = n - i;
     const Vec xv = Vec::loadu(x + i, r);
-    const Vec ev = (xv - vM).exp();
+    const Vec ev = exp_nonpositive(xv - vM);
     ev.store(e + i, r);
     if (ex) (ev * xv).store(ex + i, r);
   }
@@ -251,7 +260,7 @@ void exp_accumulate(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* __restr
   for (int64_t i = 0; i < n; i += V) {
     const int64_t r = std::min(V, n - i);
     const Vec xv = r == V ? Vec::loadu(x + i) : Vec::loadu(x + i, r);
-    const Vec ev = (xv - vM).exp();
+    const Vec ev = exp_nonpositive(xv - vM);
     const Vec cv = (r == V ? Vec::loadu(col + i) : Vec::loadu(col + i, r)) + ev;
     const Vec wv = (r == V ? Vec::loadu(wcol + i) : Vec::loadu(wcol + i, r)) + ev * xv;
     if (r == V) {
@@ -300,16 +309,21 @@ void gather_row(const acc_t* x, const acc_t* e, const acc_t* a, const acc_t* b, 
 }
 
 // ---------------------------------------------------------------- contiguous planes
+//
+// Windows may overlap along D and H (kernel 3, stride 2). One reference max M per plane; the plane's
+// rows of e = exp(x - M) are kept (zero-padded along W). Each output row (od, oh) sums its input rows
+// first, vectorised along W, and takes the W-axis window sums of that one row.
 
 template <typename acc_t>
 struct PlaneScratch {
-  std::vector<acc_t> xbuf;          // the plane in acc_t (reduced-precision inputs only)
-  std::vector<acc_t> e, ex;         // one row of exp(x - M) and exp(x - M) * x; whole plane for backward
-  std::vector<acc_t> row_sum, row_wsum;  // per input row, sums along W for each output column
-  std::vector<acc_t> col_sum, col_wsum;  // one output row, sums over the window's rows
-  std::vector<acc_t> coef_a, coef_b;     // backward: per window g/S and g/S * (y - M)
-  std::vector<acc_t> gather_a, gather_b; // backward: one row of gathered coefficients
-  std::vector<int64_t> slow;             // backward: windows to redo exactly
+  std::vector<acc_t> xbuf;                // the plane in acc_t (reduced-precision inputs only)
+  std::vector<acc_t> e;                   // the plane's rows of exp(x - M), each row_len() long
+  std::vector<acc_t> col, wcol;           // one output row: sums of e and e * x over its input rows
+  std::vector<acc_t> sums, wsums;         // one output row: S and T per window
+  std::vector<acc_t> coef_a, coef_b;      // backward: one output row's g/S and g/S * (y - M)
+  std::vector<acc_t> spread_a, spread_b;  // backward: those, spread along W, for every output row
+  std::vector<acc_t> a_row, b_row;        // backward: one input row's sums of the spread coefficients
+  std::vector<int64_t> slow;              // windows to redo exactly
 };
 
 template <typename scalar_t, typename acc_t>
@@ -326,6 +340,16 @@ const acc_t* plane_as_acc(const scalar_t* xp, int64_t n, std::vector<acc_t>& buf
 template <typename acc_t>
 inline void add_into(acc_t* __restrict dst, const acc_t* __restrict src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+// col += e and wcol += e * x for one row of n values.
+template <typename acc_t>
+inline void accumulate_row(const acc_t* __restrict x, const acc_t* __restrict e, int64_t n, acc_t* __restrict col,
+                           acc_t* __restrict wcol) {
+  for (int64_t i = 0; i < n; ++i) {
+    col[i] += e[i];
+    wcol[i] += e[i] * x[i];
+  }
 }
 
 // dst[o] = sum of the padded row src over window o (stride S known at compile time when > 0).
@@ -382,12 +406,50 @@ void row_window_spread(const Axis& a, const acc_t* per_window, acc_t* row) {
   }
 }
 
-// Sums of the rows [d0,d1) x [h0,h1) of a (D*H, oW) array into dst (oW).
+// Sizes the scratch for one plane; padding entries of e stay zero (only [off, off + W) is written).
 template <typename acc_t>
-inline void sum_rows(const acc_t* rows, int64_t H, int64_t oW, const Window& win, acc_t* dst) {
-  std::fill(dst, dst + oW, acc_t(0));
-  for (int64_t d = win.d0; d < win.d1; ++d)
-    for (int64_t h = win.h0; h < win.h1; ++h) add_into(dst, rows + (d * H + h) * oW, oW);
+void plane_scratch(const Geometry& g, bool backward, PlaneScratch<acc_t>& s) {
+  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
+  const int64_t RW = aw.row_len();
+  s.e.assign(ad.in * ah.in * RW, acc_t(0));
+  s.col.resize(RW);
+  s.wcol.resize(RW);
+  s.sums.resize(aw.out);
+  s.wsums.resize(aw.out);
+  if (backward) {
+    s.coef_a.resize(aw.out);
+    s.coef_b.resize(aw.out);
+    s.spread_a.resize(ad.out * ah.out * RW);
+    s.spread_b.resize(ad.out * ah.out * RW);
+    s.a_row.resize(RW);
+    s.b_row.resize(RW);
+  }
+}
+
+// e = exp(x - M) for every row of the plane xp.
+template <typename acc_t>
+void plane_exp(const acc_t* xp, const Geometry& g, acc_t M, PlaneScratch<acc_t>& s) {
+  const Axis& aw = g.ax[2];
+  const int64_t rows = g.ax[0].in * g.ax[1].in, W = aw.in, RW = aw.row_len(), off = aw.row_offset();
+  for (int64_t r = 0; r < rows; ++r)
+    exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, static_cast<acc_t*>(nullptr));
+}
+
+// For output row (od, oh): s.sums = S and s.wsums = T of each of its windows (y = T / S), from s.e.
+template <typename acc_t>
+void output_row_sums(const acc_t* xp, const Geometry& g, int64_t od, int64_t oh, PlaneScratch<acc_t>& s) {
+  const Axis& aw = g.ax[2];
+  const int64_t H = g.ax[1].in, W = aw.in, RW = aw.row_len(), off = aw.row_offset();
+  const Window rows = window_at(g, od, oh, 0);
+  std::fill(s.col.begin(), s.col.end(), acc_t(0));
+  std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
+  for (int64_t d = rows.d0; d < rows.d1; ++d)
+    for (int64_t h = rows.h0; h < rows.h1; ++h) {
+      const int64_t r = d * H + h;
+      accumulate_row(xp + r * W, s.e.data() + r * RW + off, W, s.col.data() + off, s.wcol.data() + off);
+    }
+  row_window_sums(aw, s.col.data(), s.sums.data());
+  row_window_sums(aw, s.wcol.data(), s.wsums.data());
 }
 
 template <typename scalar_t>
@@ -400,36 +462,20 @@ void forward_contiguous(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes
 
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     PlaneScratch<acc_t> s;
-    const int64_t RW = aw.row_len(), off = aw.row_offset();
-    s.e.assign(RW, acc_t(0));  // zero padding stays zero: only [off, off + W) is written
-    s.ex.assign(RW, acc_t(0));
-    s.row_sum.resize(ad.in * H * oW);
-    s.row_wsum.resize(ad.in * H * oW);
-    s.col_sum.resize(oW);
-    s.col_wsum.resize(oW);
+    plane_scratch(g, /*backward=*/false, s);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
       acc_t* yp = y + p * out_numel;
       const acc_t M = vector_max(xp, in_numel);
       const bool shared = std::isfinite(M);
-      if (shared) {
-        for (int64_t r = 0; r < ad.in * H; ++r) {
-          exp_shifted(xp + r * W, W, M, s.e.data() + off, s.ex.data() + off);
-          row_window_sums(aw, s.e.data(), s.row_sum.data() + r * oW);
-          row_window_sums(aw, s.ex.data(), s.row_wsum.data() + r * oW);
-        }
-      }
+      if (shared) plane_exp(xp, g, M, s);
       for (int64_t od = 0; od < ad.out; ++od)
         for (int64_t oh = 0; oh < ah.out; ++oh) {
           acc_t* yrow = yp + (od * ah.out + oh) * oW;
-          const Window rows = window_at(g, od, oh, 0);
-          if (shared) {
-            sum_rows(s.row_sum.data(), H, oW, rows, s.col_sum.data());
-            sum_rows(s.row_wsum.data(), H, oW, rows, s.col_wsum.data());
-          }
+          if (shared) output_row_sums(xp, g, od, oh, s);
           for (int64_t ow = 0; ow < oW; ++ow) {
-            const acc_t S = shared ? s.col_sum[ow] : acc_t(0);
-            const acc_t T = shared ? s.col_wsum[ow] : acc_t(0);
+            const acc_t S = shared ? s.sums[ow] : acc_t(0);
+            const acc_t T = shared ? s.wsums[ow] : acc_t(0);
             if (S >= kMinSum<acc_t> && std::isfinite(T)) {
               yrow[ow] = T / S;
             } else {
@@ -445,27 +491,15 @@ template <typename scalar_t>
 void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* dx, int64_t planes,
                          const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
   const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
   const int64_t D = ad.in, H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
+  const int64_t RW = aw.row_len(), off = aw.row_offset();
   const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
   const Strides strides{H * W, W, 1};
 
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     PlaneScratch<acc_t> s;
-    const int64_t RW = aw.row_len(), off = aw.row_offset();
-    s.e.assign(D * H * RW, acc_t(0));  // rows of exp(x - M), zero-padded like the windows
-    s.row_sum.resize(D * H * oW);
-    s.col_sum.resize(oW);
-    s.ex.resize(RW);
-    s.row_wsum.resize(D * H * oW);
-    s.col_wsum.resize(oW);
-    s.coef_a.resize(out_numel);
-    s.coef_b.resize(out_numel);
-    s.gather_a.resize(oW);
-    s.gather_b.resize(oW);
-    std::vector<acc_t> a_row(RW), b_row(RW);
+    plane_scratch(g, /*backward=*/true, s);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
       const scalar_t* gp = grad + p * out_numel;
@@ -476,57 +510,43 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scala
         std::fill(dxp, dxp + in_numel, acc_t(0));
         for (int64_t o = 0; o < out_numel; ++o) s.slow.push_back(o);
       } else {
-        // 1. e = exp(x - M) for the plane, the window sums S and T = sum e * x (y = T / S).
-        for (int64_t r = 0; r < D * H; ++r) {
-          exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, s.ex.data() + off);
-          row_window_sums(aw, s.ex.data(), s.row_wsum.data() + r * oW);
-          row_window_sums(aw, s.e.data() + r * RW, s.row_sum.data() + r * oW);
-        }
-        // 2. Per-window coefficients a = g / S and b = a * (y - M).
+        plane_exp(xp, g, M, s);
+        // 1. Per output row: a = g / S and b = a * (y - M) per window, spread along W.
         for (int64_t od = 0; od < ad.out; ++od)
           for (int64_t oh = 0; oh < oH; ++oh) {
-            sum_rows(s.row_sum.data(), H, oW, window_at(g, od, oh, 0), s.col_sum.data());
-            sum_rows(s.row_wsum.data(), H, oW, window_at(g, od, oh, 0), s.col_wsum.data());
+            output_row_sums(xp, g, od, oh, s);
             const int64_t base = (od * oH + oh) * oW;
             for (int64_t ow = 0; ow < oW; ++ow) {
-              const acc_t S = s.col_sum[ow];
-              const acc_t yv = s.col_wsum[ow] / S;
+              const acc_t S = s.sums[ow];
+              const acc_t yv = s.wsums[ow] / S;
               if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
-                const acc_t a = static_cast<acc_t>(gp[base + ow]) / S;
-                s.coef_a[base + ow] = a;
-                s.coef_b[base + ow] = a * (yv - M);
+                s.coef_a[ow] = static_cast<acc_t>(gp[base + ow]) / S;
+                s.coef_b[ow] = s.coef_a[ow] * (yv - M);
               } else {
-                s.coef_a[base + ow] = s.coef_b[base + ow] = 0;
+                s.coef_a[ow] = s.coef_b[ow] = 0;
                 s.slow.push_back(base + ow);
               }
             }
+            row_window_spread(aw, s.coef_a.data(), s.spread_a.data() + (od * oH + oh) * RW);
+            row_window_spread(aw, s.coef_b.data(), s.spread_b.data() + (od * oH + oh) * RW);
           }
-        // 3. Gather: dx_i = e_i * ((1 + x_i - M) * A_i - B_i), A and B summed over windows containing i.
-        //    Rows read by the same windows share A and B, so consecutive ones reuse them.
-        int64_t cached[4] = {-1, -1, -1, -1};
+        // 2. Per input row: A and B summed over the output rows that read it, then
+        //    dx = e * ((1 + x - M) * A - B).
         for (int64_t d = 0; d < D; ++d)
           for (int64_t h = 0; h < H; ++h) {
-            const int64_t key[4] = {ad.first[d], ad.last[d], ah.first[h], ah.last[h]};
-            if (!std::equal(key, key + 4, cached)) {
-              std::copy(key, key + 4, cached);
-              acc_t* ga = s.gather_a.data();
-              acc_t* gb = s.gather_b.data();
-              std::fill(ga, ga + oW, acc_t(0));
-              std::fill(gb, gb + oW, acc_t(0));
-              for (int64_t od = key[0]; od < key[1]; ++od)
-                for (int64_t oh = key[2]; oh < key[3]; ++oh) {
-                  add_into(ga, s.coef_a.data() + (od * oH + oh) * oW, oW);
-                  add_into(gb, s.coef_b.data() + (od * oH + oh) * oW, oW);
-                }
-              row_window_spread(aw, ga, a_row.data());
-              row_window_spread(aw, gb, b_row.data());
-            }
-            const int64_t r = (d * H + h) * W;
-            gather_row(xp + r, s.e.data() + (d * H + h) * RW + off, a_row.data() + off, b_row.data() + off, M, W,
-                       dxp + r);
+            std::fill(s.a_row.begin(), s.a_row.end(), acc_t(0));
+            std::fill(s.b_row.begin(), s.b_row.end(), acc_t(0));
+            for (int64_t od = ad.first[d]; od < ad.last[d]; ++od)
+              for (int64_t oh = ah.first[h]; oh < ah.last[h]; ++oh) {
+                add_into(s.a_row.data(), s.spread_a.data() + (od * oH + oh) * RW, RW);
+                add_into(s.b_row.data(), s.spread_b.data() + (od * oH + oh) * RW, RW);
+              }
+            const int64_t r = d * H + h;
+            gather_row(xp + r * W, s.e.data() + r * RW + off, s.a_row.data() + off, s.b_row.data() + off, M, W,
+                       dxp + r * W);
           }
       }
-      // 4. Windows the shared max cannot serve, exactly.
+      // 3. Windows the shared max cannot serve, exactly.
       for (const int64_t o : s.slow) {
         const int64_t ow = o % oW, oh = (o / oW) % oH, od = o / (oW * oH);
         const Window win = window_at(g, od, oh, ow);
@@ -735,7 +755,7 @@ inline void channel_window_stats(const scalar_t* xc, Strides s, const Window& wi
     for (int64_t h = win.h0; h < win.h1; ++h)
       for (int64_t w = win.w0; w < win.w1; ++w) {
         const Vec xv = load_acc(xc + d * s.d + h * s.h + w * s.w, count);
-        const Vec ev = (xv - m).exp();
+        const Vec ev = exp_nonpositive(xv - m);
         sum = sum + ev;
         wsum = wsum + ev * xv;
       }
@@ -837,7 +857,7 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, acc_type<sc
                 const Vec m = load_acc(coef_m.data() + o, count);
                 const Vec a = load_acc(coef_a.data() + o, count);
                 const Vec yv = load_acc(coef_y.data() + o, count);
-                const Vec ev = (xv - m).exp();
+                const Vec ev = exp_nonpositive(xv - m);
                 const Vec contrib = a * ev * (one + xv - yv);
                 acc = acc + Vec::blendv(zero, contrib, (a != zero) & (ev != zero));
               }
