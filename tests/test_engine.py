@@ -4,15 +4,19 @@ and DDP (torchrun, gloo). Everything runs on a tiny SynthMotion written with PyA
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from softpool3d.engine import DataError, load_checkpoint, load_config, run_test, save_checkpoint, train
+from softpool3d.engine import host
+from softpool3d.engine.builders import build_optimizer
 from softpool3d.engine.config import to_plain
-from softpool3d.engine.data import build_dataset
+from softpool3d.engine.data import EpochOrder, SeededSamples, build_dataset, loader, stop_workers, train_sampler
 from softpool3d.engine.study import run_study
 from softpool3d.models import build_model
 
@@ -44,6 +48,59 @@ def test_resume_matches_an_uninterrupted_run(synth, tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_persistent_workers_train_on_each_epochs_clips(synth, tmp_path):
+    # Training workers are forked once and keep their own copy of the dataset: the epoch must travel
+    # with each sampled key, or epoch 2 would repeat epoch 1's clips (and differ from num_workers=0).
+    config = tiny(synth, tmp_path / "keys", "data.num_workers=2")
+    seeded = SeededSamples(build_dataset(config, "train"), config.seed)
+    order = EpochOrder(train_sampler(seeded, config, 0, 1))
+    batches = loader(seeded, order, 4, config, train=True)
+    try:
+        epochs = []
+        for epoch in (0, 1):
+            order.start(epoch)
+            epochs.append([(batch["video"], batch["label"]) for batch in batches])
+        workers = batches._iterator._workers
+        assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    finally:
+        stop_workers(batches)
+    assert not any(w.is_alive() for w in workers)
+    for epoch, got in enumerate(epochs):
+        order.start(epoch)
+        keys = list(order)
+        for i, (video, label) in enumerate(got):
+            expected = [seeded[key] for key in keys[4 * i:4 * i + 4]]
+            assert torch.equal(video, torch.stack([e["video"] for e in expected]))
+            assert label.tolist() == [e["label"] for e in expected]
+    assert not torch.equal(epochs[0][0][0], epochs[1][0][0])
+
+    inline = load_checkpoint(train(tiny(synth, tmp_path / "inline")) / "last.pt")
+    forked = load_checkpoint(train(tiny(synth, tmp_path / "forked", "data.num_workers=2")) / "last.pt")
+    for key in inline["model"]:
+        assert torch.equal(inline["model"][key], forked["model"][key]), key
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_freed_memory_stays_in_the_heap_for_reuse():
+    # Training on the CPU (train.reuse_freed_memory) keeps freed blocks instead of unmapping them,
+    # so the next step's activations are not page-faulted and zeroed by the kernel again.
+    def resident() -> int:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+    assert host.reuse_freed_memory()
+    block = torch.ones(64 * 2**20 // 4)          # 64 MiB, above glibc's largest mmap threshold
+    held = resident()
+    del block
+    assert resident() > held - 16 * 2**20
+
+
+def test_optimizers_use_the_fused_implementation(synth, tmp_path):
+    model = build_model("r3d_10", num_classes=3, pool="soft")
+    for name in ("adamw", "sgd"):
+        optimizer = build_optimizer(tiny(synth, tmp_path, f"optim.name={name}"), model, 1)
+        assert optimizer.defaults["fused"], name
 
 
 def test_data_problems_fail_before_training(synth, tmp_path):

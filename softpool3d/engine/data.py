@@ -8,7 +8,6 @@ mid-epoch therefore sees the very batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -111,21 +110,22 @@ def check_classes(train: VideoDataset, held_out: VideoDataset) -> None:
 
 
 class SeededSamples(Dataset):
-    """Wraps a training dataset so that sample ``i`` in epoch ``e`` draws its randomness from seed (seed, e, i)."""
+    """Wraps a training dataset so that sample ``i`` in epoch ``e`` draws its randomness from seed (seed, e, i).
+
+    Keys are ``(epoch, index)`` pairs, as ``EpochOrder`` yields them: the epoch travels with each key,
+    so persistent DataLoader workers (forked once, holding their own copy of this object) see it.
+    """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Any:
-        seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2**63
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        seed = (self.seed * 1_000_003 + epoch * 10_007 + index) % 2**63
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             state = random.getstate()
@@ -136,17 +136,25 @@ class SeededSamples(Dataset):
                 random.setstate(state)
 
 
-class SkipFirst(Sampler):
-    """The indices of ``sampler`` after the first ``skip``: where a resumed epoch picks up."""
+class EpochOrder(Sampler):
+    """The keys ``(epoch, index)`` of one epoch of ``sampler``, after its first ``skip`` (a resumed epoch).
 
-    def __init__(self, sampler: Sampler, skip: int) -> None:
+    ``start(epoch, skip)`` before each epoch; one DataLoader serves every epoch, so its workers persist.
+    """
+
+    def __init__(self, sampler: DistributedSampler) -> None:
         self.sampler = sampler
-        self.skip = skip
+        self.epoch = 0
+        self.skip = 0
 
-    def __iter__(self) -> Iterator[int]:
+    def start(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         for position, index in enumerate(self.sampler):
             if position >= self.skip:
-                yield index
+                yield self.epoch, index
 
     def __len__(self) -> int:
         return max(len(self.sampler) - self.skip, 0)
@@ -173,22 +181,23 @@ def train_sampler(dataset: Dataset, config: DictConfig, rank: int, world_size: i
 
 
 def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConfig, *, train: bool) -> DataLoader:
-    """Batches of ``collate_clips`` dicts with ``data.num_workers`` workers; ``train`` drops a last short batch."""
+    """Batches of ``collate_clips`` dicts with ``data.num_workers`` workers; ``train`` drops a last short batch.
+
+    Training workers persist across epochs (stop them with ``stop_workers``): they are forked once,
+    before the first step, while the process is small. Workers forked later share every page of the
+    grown heap, and each page the training step then writes is copied (copy-on-write faults).
+    """
     workers = config.data.num_workers
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
-        pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=False,
+        pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=train and workers > 0,
         prefetch_factor=2 if workers > 0 else None,
     )
 
 
-@contextlib.contextmanager
-def worker_batches(batches: DataLoader) -> Iterator:
-    """Iterate ``batches`` and stop its worker processes on leaving, also on an exception or Ctrl-C."""
-    iterator = iter(batches)
-    try:
-        yield iterator
-    finally:
-        shutdown = getattr(iterator, "_shutdown_workers", None)   # what the iterator's __del__ would call later
-        if shutdown is not None:
-            shutdown()
+def stop_workers(batches: DataLoader) -> None:
+    """Stop the worker processes of ``batches`` now (persistent ones included), not at garbage collection."""
+    iterator = getattr(batches, "_iterator", None)       # where a persistent DataLoader keeps its iterator
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()

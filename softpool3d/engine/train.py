@@ -25,13 +25,13 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from . import distributed
+from . import distributed, host
 from .builders import build_optimizer, model_from_config, warmup_cosine
 from .checkpoint import (CheckpointError, load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state,
                          unwrap)
 from .config import ConfigError, save_config, to_plain
-from .data import (DataError, SeededSamples, SkipFirst, build_dataset, check_classes, ensure_synthmotion, loader,
-                   train_sampler, worker_batches)
+from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_classes, ensure_synthmotion, loader,
+                   stop_workers, train_sampler)
 from .evaluate import autocast, validate
 from .plots import plot_curves
 
@@ -65,8 +65,8 @@ class Run:
     ctx: distributed.Context
     folder: Path
     classes: list[str]
-    seeded: SeededSamples
-    sampler: torch.utils.data.DistributedSampler
+    order: EpochOrder                 # which (epoch, video) keys the next epoch trains on
+    batches: torch.utils.data.DataLoader   # every epoch's batches; its workers persist
     val_set: Any
     model: nn.Module                  # the bare model (what checkpoints hold)
     net: nn.Module                    # what the steps call: model, DDP-wrapped and/or compiled
@@ -113,6 +113,7 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
                         f"({config.train.batch_size} x {ctx.world_size} processes); lower train.batch_size")
     seeded = SeededSamples(train_set, config.seed)
     sampler = train_sampler(seeded, config, ctx.rank, ctx.world_size)
+    order = EpochOrder(sampler)
     batches_per_epoch = len(sampler) // config.train.batch_size
     steps_per_epoch = batches_per_epoch // config.train.accumulate
     if steps_per_epoch < 1:
@@ -137,7 +138,8 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
                                                   else None)
     if config.train.compile:
         net = torch.compile(net)
-    run = Run(config, ctx, folder, classes, seeded, sampler, val_set, model, net, optimizer, scheduler, scaler,
+    batches = loader(seeded, order, config.train.batch_size, config, train=True)
+    run = Run(config, ctx, folder, classes, order, batches, val_set, model, net, optimizer, scheduler, scaler,
               nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing), batches_per_epoch, memory_format)
 
     resume = config.resume
@@ -169,17 +171,14 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
     """
     config, ctx = run.config, run.ctx
     epoch, first, accumulate = run.epoch, run.skip_batches, config.train.accumulate
-    run.sampler.set_epoch(epoch)
-    run.seeded.set_epoch(epoch)
-    batches = loader(run.seeded, SkipFirst(run.sampler, first * config.train.batch_size), config.train.batch_size,
-                     config, train=True)
+    run.order.start(epoch, skip=first * config.train.batch_size)
     run.net.train()
     sums = torch.zeros(3, dtype=torch.float64)         # loss * n, correct, n
     started = time.perf_counter()
     bar = tqdm(total=run.batches_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{config.train.epochs}",
                disable=not (ctx.is_main and config.train.progress), dynamic_ncols=True)
-    with bar, worker_batches(batches) as stream:
-        for batch_index, batch in enumerate(stream, start=first):
+    with bar:
+        for batch_index, batch in enumerate(run.batches, start=first):
             seed_step(config.seed, ctx.rank, epoch, batch_index)
             video = batch["video"].to(ctx.device, non_blocking=True).contiguous(memory_format=run.memory_format)
             label = batch["label"].to(ctx.device, non_blocking=True)
@@ -268,6 +267,8 @@ def train(config: DictConfig) -> Path:
     the end, ``train.stop_after_steps``, an exception or Ctrl-C.
     """
     ctx = distributed.setup(config.train.device)
+    if ctx.device.type == "cpu" and config.train.reuse_freed_memory:
+        host.reuse_freed_memory()
     run = None
     try:
         run = prepare(config, ctx)
@@ -276,7 +277,7 @@ def train(config: DictConfig) -> Path:
             save_config(config, run.folder / "config.yaml")
             run.writer = SummaryWriter(str(run.folder / "tb"))
             logger.info("run folder %s: %s (%s pool), %d classes, %d train / %d val videos, %d batches per epoch",
-                        run.folder, config.model.name, config.model.pool, len(run.classes), len(run.seeded),
+                        run.folder, config.model.name, config.model.pool, len(run.classes), len(run.batches.dataset),
                         len(run.val_set), run.batches_per_epoch)
         while run.epoch < config.train.epochs:
             started = time.perf_counter()
@@ -287,6 +288,8 @@ def train(config: DictConfig) -> Path:
             end_of_epoch(run, sums, time.perf_counter() - started)
         return run.folder
     finally:
-        if run is not None and run.writer is not None:
-            run.writer.close()
+        if run is not None:
+            stop_workers(run.batches)
+            if run.writer is not None:
+                run.writer.close()
         distributed.cleanup()
