@@ -140,7 +140,7 @@ def tiny(synth: Path, out: Path, *extra: str):
         f"data.root={synth}", f"output_dir={out}", "name=tiny", "model.name=r3d_10", "data.clip_len=4",
         "data.frame_interval=1", "data.short_side=32", "data.crop_size=32", "data.num_workers=0",
         "train.batch_size=4", "train.epochs=2", "train.progress=false", "test.batch_size=4", "test.views=2x1",
-        "optim.lr=0.05", *extra,
+        "optim.lr=0.05", "train.val_every=1", *extra,
     ]
     return load_config(ROOT / "configs" / "synthmotion.yaml", overrides)
 

@@ -2,6 +2,7 @@
 and DDP (torchrun, gloo). Everything runs on a tiny SynthMotion written with PyAV."""
 
 import csv
+import importlib
 import json
 import math
 import re
@@ -10,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import scipy.stats
 import torch
 
 from softpool3d.engine import DataError, load_checkpoint, load_config, run_test, save_checkpoint, train
-from softpool3d.engine import host
+from softpool3d.engine import distributed, host
 from softpool3d.engine.builders import build_optimizer
 from softpool3d.engine.config import to_plain
 from softpool3d.engine.data import EpochOrder, SeededSamples, build_dataset, loader, stop_workers, train_sampler
@@ -21,6 +23,8 @@ from softpool3d.engine.study import run_study
 from softpool3d.models import build_model
 
 from helpers import ROOT, tiny, torchrun
+
+train_module = importlib.import_module("softpool3d.engine.train")     # the package exports the function train
 
 # ---------------------------------------------------------------- training on a tiny SynthMotion
 
@@ -205,6 +209,19 @@ def test_predict_prints_top_classes(synth, tmp_path):
     assert done.returncode == 1 and "missing.mp4: cannot read" in done.stderr
 
 
+def test_runs_with_one_seed_start_from_the_same_weights_whatever_the_pool(synth, tmp_path):
+    # What makes Study 2's comparisons paired: the seed fixes the initial weights (and the data order),
+    # and pools have no weights.
+    ctx = distributed.setup("cpu")
+    initial = {}
+    for pool in ("soft", "max", "avg"):
+        run = train_module.prepare(tiny(synth, tmp_path / pool, f"model.pool={pool}"), ctx)
+        initial[pool] = run.model.state_dict()
+        stop_workers(run.batches)
+    for key, value in initial["soft"].items():
+        assert torch.equal(value, initial["max"][key]) and torch.equal(value, initial["avg"][key]), key
+
+
 def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path):
     out = tmp_path / "study"
     recipe = str(ROOT / "configs" / "synthmotion.yaml")
@@ -232,7 +249,15 @@ def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path):
         assert row["top1_mean"] == pytest.approx(sum(mine) / 2)
         assert row["top1_std"] == pytest.approx(abs(mine[0] - mine[1]) / math.sqrt(2))
     table = (out / "study_pooling.md").read_text().splitlines()
-    assert len(table) == 4 and table[2].startswith("| r3d_10 | soft |") and table[3].startswith("| r3d_10 | avg |")
+    assert table[2].startswith("| r3d_10 | soft |") and table[3].startswith("| r3d_10 | avg |")
+    [paired] = report["paired"]                                      # soft - avg; no max runs here
+    soft = [100 * r["video_top1"] for r in runs if r["pool"] == "soft"]
+    avg = [100 * r["video_top1"] for r in runs if r["pool"] == "avg"]
+    assert (paired["pool"], paired["baseline"], paired["seeds"]) == ("soft", "avg", [0, 1])
+    assert paired["diffs"] == pytest.approx([s - a for s, a in zip(soft, avg)])
+    if paired["p_value"] is not None:
+        assert paired["p_value"] == pytest.approx(scipy.stats.ttest_rel(soft, avg).pvalue)
+    assert table[7].startswith("| r3d_10 | soft − avg | s0: ") and paired["reading"] in table[7]
     assert (out / "study_pooling.png").stat().st_size > 1000
     # A second call finds every test report and trains nothing again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*.pt")}

@@ -1,18 +1,18 @@
-"""Study 2: does SoftPool improve accuracy? r3d_18 and c3d with soft, max and avg pooling, 3 seeds each,
-trained and tested on SynthMotion with the main job's config (configs/synthmotion.yaml).
+"""Study 2: does SoftPool change accuracy? The main job (configs/synthmotion.yaml, r3d_10, its full
+12-epoch schedule and 3x1 test views) with soft, max and avg pooling, 3 seeds each, on SynthMotion.
 
-    python tools/study_pooling.py                                 # the full study (52 min on 2 cores)
-    python tools/study_pooling.py --models r3d_18 --seeds 0 --out runs/study_quick train.epochs=1
+    python tools/study_pooling.py                                 # the main arm: 9 runs
+    python tools/study_pooling.py --models r3d_10 --seeds 0 --out runs/study_quick train.epochs=1
 
-Each run is the main job's recipe with the overrides in ``SETTINGS`` (a shorter schedule and, for C3D,
-smaller clips, so that 18 trainings fit in an hour of CPU), then ``model.name``, ``model.pool`` and
-``seed``, which sets the initial weights, the data order and the clips. Runs go to
-``<out>/<model>_<pool>_s<seed>/``. A run whose test report exists is not trained again, so an
-interrupted study continues where it stopped (a half-trained run resumes from its last.pt); a run
-folder made with other settings is an error, never mixed in. Each run is tested with one centre view
-per video (video top-1 on SynthMotion's 240 test videos).
+Each run is the recipe with the overrides in ``SETTINGS`` for its model (none for r3d_10), then
+``model.name``, ``model.pool`` and ``seed``, which sets the initial weights, the data order and the
+clips: runs with one seed differ only in their pools. Runs go to ``<out>/<model>_<pool>_s<seed>/``. A
+run whose test report exists is not trained again, so an interrupted study continues where it stopped
+(a half-trained run resumes from its last.pt); a run folder made with other settings is an error, never
+mixed in. Each run tests last.pt as ``make run`` does (video top-1 on SynthMotion's 240 test videos).
 
-Writes <out>/study_pooling.json, study_pooling.md (markdown table) and study_pooling.png (bar chart).
+Writes <out>/study_pooling.json, study_pooling.md (per-pool table, then the paired differences
+soft - max and soft - avg per seed with a paired t-test) and study_pooling.png.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from softpool3d.engine.study import run_study, table  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/synthmotion.yaml", help="the main job's config")
-    parser.add_argument("--models", nargs="+", default=["r3d_18", "c3d"])
+    parser.add_argument("--models", nargs="+", default=["r3d_10"])
     parser.add_argument("--pools", nargs="+", default=["soft", "max", "avg"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/study_pooling"))
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(table(report["summary"]))
+    print(table(report["summary"], report["paired"]))
     print(f"\n{len(report['runs'])} runs ({report['seconds_this_call']:.0f} s in this call; finished runs are "
           f"reused); wrote {args.out}/study_pooling.{{md,json,png}}")
     return 0

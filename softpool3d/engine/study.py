@@ -1,11 +1,14 @@
 """Study 2's runs: train and test one network per (model, pool, seed) on one recipe, and summarise.
 
 ``run_study`` is what ``tools/study_pooling.py`` runs. Each run is the recipe (a config file) with the
-overrides in ``SETTINGS`` for its model, then ``model.name``, ``model.pool`` and ``seed``, which sets the
-initial weights, the data order and the clips. Runs go to ``<out>/<model>_<pool>_s<seed>/``. A run whose
-test report exists is not trained again, so an interrupted study continues where it stopped (a
-half-trained run resumes from its last.pt); a run folder made with other settings is an error, never
-mixed in.
+overrides in ``SETTINGS`` for its model, then ``model.name``, ``model.pool`` and ``seed``. The seed sets
+the initial weights, the data order and the clips, and pools have no weights, so runs with one seed
+differ only in their pools. Runs go to ``<out>/<model>_<pool>_s<seed>/``. A run whose test report exists
+is not trained again, so an interrupted study continues where it stopped (a half-trained run resumes from
+its last.pt); a run folder made with other settings is an error, never mixed in.
+
+The summary gives each (model, pool) its mean ± std over seeds, and each seed's paired difference
+soft − max and soft − avg with a paired t-test (``scipy.stats.ttest_rel``).
 """
 
 from __future__ import annotations
@@ -14,29 +17,29 @@ import json
 import statistics
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
+from scipy import stats
 
 from .config import load_config
 from .inference import run_test
 from .train import train
 
-# What each model changes in the main job's config, and why.
+# What each model changes in the recipe (the main job's config), and why.
 SETTINGS = {
-    # The main job's 8x64x64 clips; 4 epochs (280 steps of 8 clips) instead of 12.
-    "r3d_18": ["train.epochs=4"],
-    # C3D (78M parameters) on 8x32x32 clips still takes 1.7x ResNet-18's time per step on 8x64x64, so
-    # 4x32x32 clips (every 4th frame: the same 16-frame span) and 2 epochs, to fit the hour.
-    "c3d": ["train.epochs=2", "data.short_side=32", "data.crop_size=32", "data.clip_len=4", "data.frame_interval=4"],
+    "r3d_10": [],                     # the main job itself: its clips, schedule and test views
 }
-COMMON = ["resume=auto", "train.val_every=0", "train.progress=false", "test.views=1x1", "data.num_workers=1"]
+# Validation does not change training (each step reseeds from (seed, rank, epoch, batch)); the study skips it.
+COMMON = ["resume=auto", "train.val_every=0", "train.progress=false"]
+# The paired comparisons the summary makes: (pool, baseline).
+COMPARISONS = [("soft", "max"), ("soft", "avg")]
 
 
 def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra: list[str],
             keep_checkpoints: bool = False) -> dict:
     """Train and test one (model, pool, seed); returns its record. Checkpoints are deleted once the run
-    is tested (a C3D checkpoint with its AdamW state is about 1 GB) unless ``keep_checkpoints``."""
+    is tested (an r3d_10 checkpoint with its AdamW state is 173 MB) unless ``keep_checkpoints``."""
     name = f"{model}_{pool}_s{seed}"
     overrides = [*COMMON, *SETTINGS.get(model, []), *extra, f"model.name={model}", f"model.pool={pool}",
                  f"seed={seed}", f"name={name}", f"output_dir={out}", f"test.output_dir={out / name / 'test'}"]
@@ -79,17 +82,67 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def paired_difference(runs: list[dict], model: str, pool: str, baseline: str) -> Optional[dict]:
+    """``pool`` minus ``baseline`` in video top-1 (points), seed by seed, and a two-sided paired t-test.
+
+    Only seeds that have both runs count. Returns None when there is none.
+    """
+    top1 = {(r["pool"], r["seed"]): 100 * r["video_top1"] for r in runs if r["model"] == model}
+    seeds = sorted(seed for (p, seed) in top1 if p == pool and (baseline, seed) in top1)
+    if not seeds:
+        return None
+    a = [top1[pool, seed] for seed in seeds]
+    b = [top1[baseline, seed] for seed in seeds]
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = statistics.fmean(diffs)
+    p_value = None
+    if len(seeds) < 2:
+        reading = "one seed: no test"
+    elif max(diffs) == min(diffs):
+        reading = "the same difference on every seed: no test"
+    else:
+        p_value = float(stats.ttest_rel(a, b).pvalue)
+        if p_value >= 0.05:
+            reading = f"no difference detectable with {len(seeds)} seeds"
+        else:
+            reading = f"{pool} {'above' if mean > 0 else 'below'} {baseline} (p < 0.05, {len(seeds)} seeds)"
+    return {"model": model, "pool": pool, "baseline": baseline, "seeds": seeds, "diffs": diffs,
+            "mean_diff": mean, "std_diff": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "p_value": p_value, "reading": reading}
+
+
+def paired_differences(runs: list[dict]) -> list[dict]:
+    """``paired_difference`` for every model and every comparison in ``COMPARISONS`` the runs allow."""
+    found = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        for pool, baseline in COMPARISONS:
+            difference = paired_difference(runs, model, pool, baseline)
+            if difference is not None:
+                found.append(difference)
+    return found
+
+
+def table(rows: list[dict], differences: Sequence[dict] = ()) -> str:
+    """Markdown: one line per (model, pool), then one per paired comparison."""
     lines = ["| model | pool | video top-1 (%), mean ± std | per seed | s / epoch | steps |",
              "|---|---|---:|---|---:|---:|"]
     for row in rows:
         each = ", ".join(f"{v:.1f}" for v in row["top1_each"])
         lines.append(f"| {row['model']} | {row['pool']} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | {each} | "
                      f"{row['seconds_per_epoch']:.1f} | {row['steps']} |")
+    if differences:
+        lines += ["", "| model | paired difference | per seed (points) | mean ± std | paired t-test p | reading |",
+                  "|---|---|---|---:|---:|---|"]
+        for d in differences:
+            each = ", ".join(f"s{seed}: {v:+.1f}" for seed, v in zip(d["seeds"], d["diffs"]))
+            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2f}"
+            lines.append(f"| {d['model']} | {d['pool']} − {d['baseline']} | {each} | "
+                         f"{d['mean_diff']:+.1f} ± {d['std_diff']:.1f} | {p} | {d['reading']} |")
     return "\n".join(lines)
 
 
-def bar_chart(rows: list[dict], path: Path) -> None:
+def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path) -> None:
+    """Left: video top-1 per model and pool (bars: mean ± std; dots: seeds). Right: the paired differences."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -98,7 +151,8 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     models = list(dict.fromkeys(r["model"] for r in rows))
     pools = list(dict.fromkeys(r["pool"] for r in rows))
     width = 0.8 / len(pools)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.8 * len(models), 3.6))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(4.0 + 1.8 * len(models) + 0.9 * max(len(differences), 1), 3.8),
+                                    gridspec_kw={"width_ratios": [1.2 + len(models), 0.6 + max(len(differences), 1)]})
     for i, pool in enumerate(pools):
         picked = [next((r for r in rows if r["model"] == m and r["pool"] == pool), None) for m in models]
         xs = [j + (i - (len(pools) - 1) / 2) * width for j in range(len(models))]
@@ -108,8 +162,16 @@ def bar_chart(rows: list[dict], path: Path) -> None:
             if r:
                 ax.scatter([xs[j]] * len(r["top1_each"]), r["top1_each"], s=8, color="black", zorder=3)
     ax.set_xticks(range(len(models)), models)
-    ax.set(ylabel="video top-1 (%)", ylim=(0, 100), title="SynthMotion, mean ± std over seeds (dots: seeds)")
-    ax.legend(title="pool", fontsize=8)
+    ax.set(ylabel="video top-1 (%)", ylim=(0, 100), title="mean ± std over seeds (dots: seeds)")
+    ax.legend(title="pool", fontsize=8, loc="lower right")
+    for k, d in enumerate(differences):
+        right.scatter([k] * len(d["diffs"]), d["diffs"], s=14, color="black", zorder=3)
+        right.errorbar([k], [d["mean_diff"]], yerr=[d["std_diff"]], fmt="_", markersize=18, capsize=4, color="C3")
+    right.axhline(0, color="grey", linewidth=0.8)
+    right.set_xticks(range(len(differences)),
+                     [f"{d['model']}\n{d['pool']} − {d['baseline']}" for d in differences], fontsize=8)
+    right.set_xlim(-0.6, max(len(differences), 1) - 0.4)
+    right.set(ylabel="points of video top-1", title="paired by seed")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -126,7 +188,8 @@ def run_study(config_path: str, out: Path, models: Sequence[str], pools: Sequenc
         overrides: ``key=value`` for every run, after ``SETTINGS``.
         keep_checkpoints: keep last.pt/best.pt of tested runs.
 
-    Returns ``{"runs": [...], "summary": [...], "seconds_this_call": s}``, as written to study_pooling.json;
+    Returns ``{"runs": [...], "summary": [...], "paired": [...], "seconds_this_call": s}``, as written to
+    study_pooling.json;
     also writes study_pooling.md and study_pooling.png.
     """
     started = time.perf_counter()
@@ -140,9 +203,11 @@ def run_study(config_path: str, out: Path, models: Sequence[str], pools: Sequenc
                       f"({record['seconds_per_epoch']:.1f} s/epoch, {time.perf_counter() - started:.0f} s so far)",
                       flush=True)
     rows = summarise(runs)
+    differences = paired_differences(runs)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study_pooling.md").write_text(table(rows) + "\n")
-    report = {"runs": runs, "summary": rows, "seconds_this_call": time.perf_counter() - started}
+    (out / "study_pooling.md").write_text(table(rows, differences) + "\n")
+    report = {"runs": runs, "summary": rows, "paired": differences,
+              "seconds_this_call": time.perf_counter() - started}
     (out / "study_pooling.json").write_text(json.dumps(report, indent=1))
-    bar_chart(rows, out / "study_pooling.png")
+    bar_chart(rows, differences, out / "study_pooling.png")
     return report
