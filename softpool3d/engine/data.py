@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from ..datasets import HMDB51, UCF101, ClipConfig, Kinetics, VideoDataset, VideoFolder, VideoList, collate_clips
 from ..datasets.kinetics import read_class_list
 from ..datasets.synthetic import make_synthmotion
+from .host import release_freed_memory
 
 
 class DataError(ValueError):
@@ -184,10 +185,13 @@ def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConf
     """Batches of ``collate_clips`` dicts with ``data.num_workers`` workers; ``train`` drops a last short batch.
 
     Training workers persist across epochs (stop them with ``stop_workers``): they are forked once,
-    before the first step, while the process is small. Workers forked later share every page of the
-    grown heap, and each page the training step then writes is copied (copy-on-write faults).
+    before the first step. Forked workers share every mapped page of this process, and each shared
+    page the training step then writes is copied (a copy-on-write fault); so they are forked as few
+    times as possible, and after the heap's free pages are handed back (``release_freed_memory``).
     """
     workers = config.data.num_workers
+    if workers > 0:
+        release_freed_memory()      # the workers fork from this process when iteration starts
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
         pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=train and workers > 0,
