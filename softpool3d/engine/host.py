@@ -31,7 +31,7 @@ def reuse_freed_memory() -> bool:
 
     glibc serves every request above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and
     unmaps it on free, so the activations of each training step are page-faulted and zeroed by the
-    kernel again: on a 2-core VM, 60 of the 330 ms of an r3d_10 step were system time. This keeps
+    kernel again: on a 2-core VM, 63 ms of a 311 ms r3d_10 step were system time. This keeps
     them in the heap (``M_MMAP_MAX=0``) and trims the heap only above 1 GiB free at its top; the
     process keeps its peak memory, as with jemalloc or tcmalloc, which avoid the same cost.
 
