@@ -2,6 +2,7 @@
 
     python tools/benchmark_models.py                      # every video model
     python tools/benchmark_models.py --models r3d_18 c3d  # some
+    python tools/benchmark_models.py --conv-gradient      # Conv3d's per-tap weight gradient against nn.Conv3d's
 
 For each model, pool="soft" and pool="max" are built from the same seed and timed round-robin in one
 process: inference per clip (batch 1, no grad) and a training step (batch 2: forward, backward, SGD
@@ -9,6 +10,10 @@ step). FLOPs come from torch.utils.flop_counter at batch 1 (one multiply-add = 2
 convolutions and matrix products, and SoftPool is given 5 FLOPs per (window, element) pair (subtract,
 exp, multiply, two adds), so the soft column includes the pooling. Clips are 16x112x112, X3D at its own
 size (XS 4x160, S 13x160, M 16x224).
+
+``--conv-gradient`` times training steps of each model with ``softpool3d.models.Conv3d``'s per-tap weight
+gradient (where it applies) and without it (every layer as ``nn.Conv3d``), round-robin on the same model
+and batch, at the main job's clip (8x64x64, batch 8) unless ``--clip``/``--batch`` say otherwise.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softpool3d.models import build_model, list_models  # noqa: E402
+from softpool3d.models import _conv, build_model, list_models  # noqa: E402
 from softpool3d.ops._geometry import pool_output_size  # noqa: E402
 
 CLIPS = {"x3d_xs": (4, 160, 160), "x3d_s": (13, 160, 160), "x3d_m": (16, 224, 224)}
@@ -58,14 +63,60 @@ def timed(run) -> float:
     return time.perf_counter() - start
 
 
+def conv_gradient_table(names: list[str], clip: tuple, batch: int, steps: int) -> None:
+    """Training step time with and without Conv3d's per-tap weight gradient, round-robin on one model."""
+    print(f"\n| model | clip | batch | layers on the tap path | train step ms (tap) | train step ms (nn.Conv3d) "
+          f"| tap / nn.Conv3d |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    ratio = _conv.TAP_GRADIENT_RATIO
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(name, num_classes=10, pool="soft").train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        x, labels = torch.randn(batch, 3, *clip), torch.randint(10, (batch,))
+        on_tap_path = []
+        hooks = [m.register_forward_pre_hook(lambda m, a: on_tap_path.append(m.uses_tap_gradient(a[0])))
+                 for m in model.modules() if isinstance(m, _conv.Conv3d)]
+        model(x)
+        for hook in hooks:
+            hook.remove()
+
+        def train_step(tap: bool) -> None:
+            _conv.TAP_GRADIENT_RATIO = ratio if tap else math.inf
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), labels).backward()
+            optimizer.step()
+
+        times = {True: [], False: []}
+        for round_index in range(steps + 1):               # round-robin, first round is warm-up
+            for tap in (True, False):
+                elapsed = timed(lambda: train_step(tap))
+                if round_index:
+                    times[tap].append(elapsed * 1e3)
+        _conv.TAP_GRADIENT_RATIO = ratio
+        tap, plain = statistics.median(times[True]), statistics.median(times[False])
+        print(f"| {name} | {'x'.join(map(str, clip))} | {batch} | {sum(on_tap_path)} of {len(on_tap_path)} | "
+              f"{tap:.0f} | {plain:.0f} | {tap / plain:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=list_models("video"))
+    parser.add_argument("--models", nargs="*", default=None, help="default: every video model (--conv-gradient: "
+                        "the 3D ResNets and C3D)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
     parser.add_argument("--infer", type=int, default=3, help="timed inference runs (after one warm-up)")
+    parser.add_argument("--conv-gradient", action="store_true",
+                        help="time Conv3d's per-tap weight gradient against nn.Conv3d's instead")
+    parser.add_argument("--clip", type=int, nargs=3, default=(8, 64, 64), help="--conv-gradient: T H W")
+    parser.add_argument("--batch", type=int, default=8, help="--conv-gradient: clips per step")
     args = parser.parse_args()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
+    if args.conv_gradient:
+        conv_gradient_table(args.models or ["r3d_10", "r3d_18", "r3d_50", "c3d"], tuple(args.clip), args.batch,
+                            args.steps)
+        return
+    args.models = args.models or list_models("video")
     print("\n| model | clip | params | GFLOPs (soft) | GFLOPs (max) | inference ms/clip (soft) "
           "| train step s (soft) | train step s (max) | soft / max |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from ._conv import Conv3d
 from .c3d import c3d
 from .i3d import i3d_r50
 from .image import IMAGE_MODELS
@@ -82,5 +83,5 @@ def build_model(name: str, **kwargs) -> nn.Module:
     return builder(**kwargs)
 
 
-__all__ = ["MODELS", "VIDEO_MODELS", "IMAGE_MODELS", "WITHOUT_DOWNSAMPLING_POOLS", "build_model",
+__all__ = ["MODELS", "VIDEO_MODELS", "IMAGE_MODELS", "WITHOUT_DOWNSAMPLING_POOLS", "Conv3d", "build_model",
            "has_downsampling_pools", "list_models", "load_weights"]

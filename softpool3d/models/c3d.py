@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._conv import Conv3d
 from ._pooling import check_kind, global_pool3d, pool3d
 
 
 def _convs(cin: int, cout: int, count: int) -> list[nn.Module]:
     layers = []
     for i in range(count):
-        layers += [nn.Conv3d(cin if i == 0 else cout, cout, 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [Conv3d(cin if i == 0 else cout, cout, 3, padding=1), nn.ReLU(inplace=True)]
     return layers
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._conv import Conv3d
 from ._pooling import check_kind, global_pool3d, pool3d
 
 TEMPORAL_KERNELS = ([3, 3, 3], [3, 1, 3, 1], [3, 1, 3, 1, 3, 1], [1, 3, 1])
@@ -20,13 +21,13 @@ class InflatedBottleneck(nn.Module):
         super().__init__()
         cout = width * 4
         self.body = nn.Sequential(
-            nn.Conv3d(cin, width, (temporal, 1, 1), padding=(temporal // 2, 0, 0), bias=False),
+            Conv3d(cin, width, (temporal, 1, 1), padding=(temporal // 2, 0, 0), bias=False),
             nn.BatchNorm3d(width), nn.ReLU(inplace=True),
-            nn.Conv3d(width, width, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
+            Conv3d(width, width, (1, 3, 3), (1, stride, stride), (0, 1, 1), bias=False),
             nn.BatchNorm3d(width), nn.ReLU(inplace=True),
-            nn.Conv3d(width, cout, 1, bias=False), nn.BatchNorm3d(cout),
+            Conv3d(width, cout, 1, bias=False), nn.BatchNorm3d(cout),
         )
-        self.shortcut = (nn.Sequential(nn.Conv3d(cin, cout, 1, (1, stride, stride), bias=False), nn.BatchNorm3d(cout))
+        self.shortcut = (nn.Sequential(Conv3d(cin, cout, 1, (1, stride, stride), bias=False), nn.BatchNorm3d(cout))
                          if stride != 1 or cin != cout else nn.Identity())
         self.relu = nn.ReLU(inplace=True)
 
@@ -41,7 +42,7 @@ class I3D(nn.Module):
         super().__init__()
         check_kind(pool, "pool")
         self.stem = nn.Sequential(
-            nn.Conv3d(3, 64, (5, 7, 7), (1, 2, 2), (2, 3, 3), bias=False), nn.BatchNorm3d(64), nn.ReLU(inplace=True),
+            Conv3d(3, 64, (5, 7, 7), (1, 2, 2), (2, 3, 3), bias=False), nn.BatchNorm3d(64), nn.ReLU(inplace=True),
         )
         self.pool1 = pool3d(pool, (1, 3, 3), (1, 2, 2), (0, 1, 1))
         stages, cin = [], 64

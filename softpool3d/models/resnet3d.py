@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ._conv import Conv3d
 from ._pooling import check_kind, global_pool3d, pool3d
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv3d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm3d(cout)]
+    return [Conv3d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm3d(cout)]
 
 
 class BasicBlock(nn.Module):
@@ -59,7 +60,7 @@ class ResNet3d(nn.Module):
         super().__init__()
         check_kind(pool, "pool")
         self.stem = nn.Sequential(
-            nn.Conv3d(3, 64, 7, stride=(1, 2, 2), padding=3, bias=False), nn.BatchNorm3d(64), nn.ReLU(inplace=True),
+            Conv3d(3, 64, 7, stride=(1, 2, 2), padding=3, bias=False), nn.BatchNorm3d(64), nn.ReLU(inplace=True),
         )
         self.pool = pool3d(pool, 3, 2, 1)
         stages, cin = [], 64

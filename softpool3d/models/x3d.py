@@ -15,6 +15,7 @@ import math
 
 from torch import Tensor, nn
 
+from ._conv import Conv3d
 from ._pooling import check_kind, global_pool3d
 
 STAGE_WIDTHS = (24, 48, 96, 192)
@@ -31,8 +32,8 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         hidden = _round_width(channels * ratio)
         self.gate = nn.Sequential(
-            nn.AdaptiveAvgPool3d(1), nn.Conv3d(channels, hidden, 1), nn.ReLU(inplace=True),
-            nn.Conv3d(hidden, channels, 1), nn.Sigmoid(),
+            nn.AdaptiveAvgPool3d(1), Conv3d(channels, hidden, 1), nn.ReLU(inplace=True),
+            Conv3d(hidden, channels, 1), nn.Sigmoid(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -43,12 +44,12 @@ class X3DBlock(nn.Module):
     def __init__(self, cin: int, cout: int, inner: int, stride: int, use_se: bool) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv3d(cin, inner, 1, bias=False), nn.BatchNorm3d(inner), nn.ReLU(inplace=True),
-            nn.Conv3d(inner, inner, 3, (1, stride, stride), 1, groups=inner, bias=False), nn.BatchNorm3d(inner),
+            Conv3d(cin, inner, 1, bias=False), nn.BatchNorm3d(inner), nn.ReLU(inplace=True),
+            Conv3d(inner, inner, 3, (1, stride, stride), 1, groups=inner, bias=False), nn.BatchNorm3d(inner),
             SqueezeExcite(inner) if use_se else nn.Identity(), nn.SiLU(),
-            nn.Conv3d(inner, cout, 1, bias=False), nn.BatchNorm3d(cout),
+            Conv3d(inner, cout, 1, bias=False), nn.BatchNorm3d(cout),
         )
-        self.shortcut = (nn.Sequential(nn.Conv3d(cin, cout, 1, (1, stride, stride), bias=False), nn.BatchNorm3d(cout))
+        self.shortcut = (nn.Sequential(Conv3d(cin, cout, 1, (1, stride, stride), bias=False), nn.BatchNorm3d(cout))
                          if stride != 1 or cin != cout else nn.Identity())
         self.relu = nn.ReLU(inplace=True)
 
@@ -64,8 +65,8 @@ class X3D(nn.Module):
         super().__init__()
         check_kind(pool, "pool")
         self.stem = nn.Sequential(
-            nn.Conv3d(3, 24, (1, 3, 3), (1, 2, 2), (0, 1, 1), bias=False),
-            nn.Conv3d(24, 24, (5, 1, 1), padding=(2, 0, 0), groups=24, bias=False),
+            Conv3d(3, 24, (1, 3, 3), (1, 2, 2), (0, 1, 1), bias=False),
+            Conv3d(24, 24, (5, 1, 1), padding=(2, 0, 0), groups=24, bias=False),
             nn.BatchNorm3d(24), nn.ReLU(inplace=True),
         )
         stages, cin = [], 24
@@ -77,10 +78,10 @@ class X3D(nn.Module):
             cin = width
         self.stages = nn.Sequential(*stages)
         head_inner = int(expansion * cin)
-        self.head_conv = nn.Sequential(nn.Conv3d(cin, head_inner, 1, bias=False), nn.BatchNorm3d(head_inner),
+        self.head_conv = nn.Sequential(Conv3d(cin, head_inner, 1, bias=False), nn.BatchNorm3d(head_inner),
                                        nn.ReLU(inplace=True))
         self.head_pool = global_pool3d(head_pool)
-        self.head_proj = nn.Sequential(nn.Conv3d(head_inner, 2048, 1, bias=False), nn.ReLU(inplace=True))
+        self.head_proj = nn.Sequential(Conv3d(head_inner, 2048, 1, bias=False), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2048, num_classes)
 
