@@ -42,9 +42,14 @@ def test_deterministic_for_a_seed(small, tmp_path):
     assert np.array_equal(render(3), render(3)) and not np.array_equal(render(3), render(4))
     # The files are not: libx264 (in FFmpeg, as PyAV calls it) encodes the same frames to different bytes
     # now and then (seen: 204 of 360 files, up to 3.9 grey levels apart on average), so regenerated
-    # videos are compared as pictures: close for one seed, far apart for another.
-    again = make_synthmotion(tmp_path / "b", seed=3, **SMALL)
+    # videos are compared as pictures: close for one seed, far apart for another. The second copy is
+    # written by 2 processes: the same files, lists and pictures as the first, written by one.
+    again = make_synthmotion(tmp_path / "b", seed=3, workers=2, **SMALL)
     other = make_synthmotion(tmp_path / "c", seed=4, **SMALL)
+    listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())  # noqa: E731
+    assert listing(again) == listing(small)
+    for name in ("classInd.txt", "trainlist01.txt", "testlist01.txt"):
+        assert (again / "annotations" / name).read_bytes() == (small / "annotations" / name).read_bytes()
     name = "videos/MoveDown/v_MoveDown_g02_c01.mp4"
     first = read_frames(small / name, range(8)).float()
     assert (first - read_frames(again / name, range(8)).float()).abs().mean() < 8

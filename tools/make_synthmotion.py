@@ -4,6 +4,7 @@
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +23,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing videos")
     args = parser.parse_args()
     start = time.perf_counter()
     root = make_synthmotion(args.root, num_classes=args.num_classes, videos_per_class=args.videos_per_class,
-                            frames=args.frames, size=args.size, seed=args.seed, groups=args.groups)
+                            frames=args.frames, size=args.size, seed=args.seed, groups=args.groups, workers=args.workers,
+                            progress=True)
     count = sum(1 for _ in (root / "videos").rglob("*.mp4"))
     print(f"wrote {count} videos to {root} in {time.perf_counter() - start:.1f} s")
 

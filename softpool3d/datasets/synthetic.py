@@ -28,6 +28,7 @@ from typing import Union
 import numpy as np
 
 from .io import write_video
+from .parallel import map_files
 
 CLASSES = (
     "MoveLeft", "MoveRight", "MoveUp", "MoveDown",
@@ -118,6 +119,14 @@ def render_video(label: str, rng: np.random.Generator, background: np.ndarray, f
     return video
 
 
+def _write_clip(job: tuple) -> None:
+    """Render and write one video; ``job`` is (path, label, label index, video index, seed, size, frames, fps)."""
+    path, label, label_index, v, seed, size, frames, fps = job
+    rng = np.random.default_rng([seed, 2, label_index, v])
+    background = _background(np.random.default_rng([seed, 1, label_index, v]), size)
+    write_video(path, render_video(label, rng, background, frames), fps)
+
+
 def make_synthmotion(
     root: Union[str, Path],
     num_classes: int = 10,
@@ -127,11 +136,14 @@ def make_synthmotion(
     seed: int = 0,
     groups: int = 10,
     fps: int = 10,
+    workers: int = 1,
+    progress: bool = False,
 ) -> Path:
     """Write SynthMotion under ``root`` in UCF-101's layout and return ``root``.
 
     ``videos_per_class`` clips per class are spread over ``groups`` groups (gGG) as clips cCC;
-    the first 30% of the groups (at least one) form ``testlist01.txt``. Deterministic for a seed.
+    the first 30% of the groups (at least one) form ``testlist01.txt``. Each video's frames depend only
+    on (seed, class, video), so the rendered frames are the same for any number of ``workers`` processes.
     """
     if not 2 <= num_classes <= len(CLASSES):
         raise ValueError(f"num_classes must be between 2 and {len(CLASSES)}, got {num_classes}")
@@ -146,18 +158,17 @@ def make_synthmotion(
     root = Path(root)
     classes = CLASSES[:num_classes]
     test_groups = max(1, round(0.3 * groups))
-    train_lines, test_lines = [], []
+    train_lines, test_lines, jobs = [], [], []
     for label_index, label in enumerate(classes):
         for v in range(videos_per_class):
             group, clip = v % groups, v // groups
             name = f"{label}/v_{label}_g{group + 1:02d}_c{clip + 1:02d}.mp4"
-            rng = np.random.default_rng([seed, 2, label_index, v])
-            background = _background(np.random.default_rng([seed, 1, label_index, v]), size)
-            write_video(root / "videos" / name, render_video(label, rng, background, frames), fps)
+            jobs.append((root / "videos" / name, label, label_index, v, seed, size, frames, fps))
             if group < test_groups:
                 test_lines.append(name)
             else:
                 train_lines.append(f"{name} {label_index + 1}")
+    map_files(_write_clip, jobs, workers=workers, progress=progress, desc="SynthMotion")
     annotations = root / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
     write = lambda name, lines: (annotations / name).write_bytes(("\r\n".join(lines) + "\r\n").encode())  # noqa: E731

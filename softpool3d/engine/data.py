@@ -8,6 +8,7 @@ mid-epoch therefore sees the very batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,7 +48,8 @@ def ensure_synthmotion(config: DictConfig) -> None:
         return
     if not config.data.generate:
         raise DataError(f"SynthMotion is not under data.root={root}; set data.generate=true to make it")
-    make_synthmotion(root, videos_per_class=config.data.synth_videos_per_class, seed=0)
+    # One process per core: generation comes before any training step, so it has the machine to itself.
+    make_synthmotion(root, videos_per_class=config.data.synth_videos_per_class, seed=0, workers=os.cpu_count() or 1)
 
 
 def _required(config: DictConfig, key: str) -> str:
