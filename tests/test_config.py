@@ -59,7 +59,7 @@ def test_overrides_and_bases(tmp_path):
     ("model.pool=maxx", "model.pool='maxx' is not one of"),
     ("model.head_pool=median", "model.head_pool='median' is not one of soft, max, avg"),
     ("data.backend=opencv", "data.backend='opencv' is not one of auto, pyav"),
-    ("data.flip=true", "data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's labels"),
+    ("data.flip_pairs=[]", "data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's labels"),
     ("test.views=10", "CLIPSxCROPS"),
     ("optim.lr", "must look like key=value"),
 ])

@@ -1,6 +1,8 @@
 """Datasets on real files: SynthMotion through the UCF-101 path, transforms, and the bad-video policy
 with DataLoader workers (truncated, empty, missing and not-a-video files)."""
 
+import dataclasses
+import random
 import shutil
 
 import pytest
@@ -32,6 +34,44 @@ def test_ucf101_train_and_test_items(synth):
     views = test[1]["video"]
     assert views.shape == (6, 3, 4, 28, 28)
     assert torch.equal(test[1]["video"], views)            # test views are deterministic
+
+
+def test_flip_pairs_relabel_the_flipped_training_clips(synth):
+    # A flip turns MoveLeft into MoveRight: a flipped clip of either takes the other's label; MoveUp keeps its own.
+    pairs = dataclasses.replace(CLIP, flip=True, flip_pairs=(("MoveLeft", "MoveRight"),))
+    relabelled = UCF101(synth / "videos", synth / "annotations", 1, "train", clip=pairs)
+    plain = UCF101(synth / "videos", synth / "annotations", 1, "train", clip=dataclasses.replace(CLIP, flip=False))
+    seen = set()
+    for seed in range(40):
+        index = seed % len(plain)
+        for dataset in (relabelled, plain):     # the same seed: the same clip and crop
+            torch.manual_seed(seed)
+            random.seed(seed)
+            item = dataset[index]
+            if dataset is relabelled:
+                got = item
+        flipped = not torch.equal(got["video"], item["video"])
+        assert torch.equal(got["video"], item["video"].flip(-1) if flipped else item["video"])
+        expected = {0: 1, 1: 0}.get(item["label"], item["label"]) if flipped else item["label"]
+        assert got["label"] == expected and got["path"] == item["path"]
+        seen.add((plain.classes[item["label"]], flipped))
+    assert seen == {(name, flipped) for name in plain.classes for flipped in (False, True)}
+    # Testing never flips.
+    test_pairs = UCF101(synth / "videos", synth / "annotations", 1, "test", clip=pairs)
+    test_plain = UCF101(synth / "videos", synth / "annotations", 1, "test", clip=CLIP)
+    assert all(torch.equal(test_pairs[i]["video"], test_plain[i]["video"]) and
+               test_pairs[i]["label"] == test_plain[i]["label"] for i in range(len(test_plain)))
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ((("MoveLeft", "MoveSideways"),), "'MoveSideways' is not a class of this dataset"),
+    ((("MoveLeft", "MoveLeft"),), "not a pair of two different class names"),
+    ((("MoveLeft", "MoveRight"), ("MoveUp", "MoveLeft")), "'MoveLeft' is in more than one pair"),
+])
+def test_flip_pairs_errors_name_the_class(synth, pairs, message):
+    with pytest.raises(ValueError, match=message):
+        UCF101(synth / "videos", synth / "annotations", 1, "train",
+               clip=dataclasses.replace(CLIP, flip=True, flip_pairs=pairs))
 
 
 def test_ucf101_missing_video_fails_at_construction(synth, tmp_path):

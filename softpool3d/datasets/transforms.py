@@ -3,7 +3,8 @@
 Input: uint8 frames (T, H, W, 3) as decoded. Output: float32 (C, T, H, W), normalised with
 the Kinetics mean and std; test pipelines return one tensor per spatial crop.
 
-- train: short-side resize, random resized crop (one crop for the whole clip), horizontal flip;
+- train: short-side resize, random resized crop (one crop for the whole clip), horizontal flip
+  (with ``flip_pairs``, ``VideoDataset`` flips and relabels instead);
 - test: short-side resize, then the centre crop (num_crops=1) or three crops along the longer
   side (num_crops=3: left/centre/right, or top/centre/bottom for portrait video).
 """
@@ -31,6 +32,9 @@ class ClipConfig:
     crop_size: int = 112
     min_area: float = 0.25          # random resized crop: area fraction range [min_area, 1]
     flip: bool = True
+    # Classes a horizontal flip turns into each other, by name (("MoveLeft", "MoveRight"), ...): with
+    # ``flip`` on, a flipped training clip takes the other class's label (see ``VideoDataset``).
+    flip_pairs: tuple[tuple[str, str], ...] = ()
     num_clips: int = 1              # test views: clips spread over the video ...
     num_crops: int = 1              # ... times spatial crops (1 or 3)
     mean: tuple[float, float, float] = KINETICS_MEAN

@@ -8,6 +8,11 @@ come from the frames that decode. The true count is learned on the first read an
 memory, so DataLoader workers and later epochs reuse it; one warning names the file and both counts,
 and the item carries ``"partial": (header_frames, num_frames)``.
 
+Classes that name a horizontal direction (MoveLeft/MoveRight, clockwise/counter-clockwise) change
+under a horizontal flip. With ``clip.flip_pairs`` naming them, a training clip is flipped with
+probability 1/2 and a flipped clip of one class of a pair is labelled as the other, as mmaction2's
+``flip_label_map`` does for Something-Something; classes in no pair keep their label.
+
 Bad videos (cannot be opened, no video stream, no frame decodes):
 
 - training: a video that fails to decode is logged once (path and cause), recorded in
@@ -23,6 +28,7 @@ Only ``VideoDecodeError`` counts as a bad video: any other error (a transform or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -82,7 +88,11 @@ class VideoDataset(Dataset):
         # Per sample: (frames that decode, header count) once a read found them to differ; 0 = not seen.
         # Shared memory, so a count learned in one DataLoader worker serves every worker and epoch.
         self._counts = torch.zeros(len(samples), 2, dtype=torch.int64).share_memory_()
-        self._transform = build_transforms(self.clip, train)
+        # label -> its label when flipped, when the flip is done here (training with flip_pairs).
+        self._flipped_label = (flip_label_map(self.clip.flip_pairs, classes)
+                               if train and self.clip.flip and self.clip.flip_pairs else None)
+        clip = self.clip if self._flipped_label is None else dataclasses.replace(self.clip, flip=False)
+        self._transform = build_transforms(clip, train)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -144,12 +154,32 @@ class VideoDataset(Dataset):
                 current = int(torch.randint(len(self.samples), (1,)))
                 continue
             path, label = self.samples[current]
+            if self._flipped_label is not None and bool(torch.rand(()) < 0.5):
+                video, label = video.flip(-1), self._flipped_label.get(label, label)
             return {"video": video, "label": label, "index": current, "path": path, "replaced": replaced,
                     "partial": partial}
         raise RuntimeError(
             f"{self.max_retries + 1} videos in a row could not be decoded (starting at sample {index}); "
             f"last: {self.failures[-1][0]}: {self.failures[-1][1]}"
         )
+
+
+def flip_label_map(pairs, classes: list[str]) -> dict[int, int]:
+    """{label: label of its flipped clips} for class-name pairs; a ValueError names a class not in ``classes``."""
+    index = {name: i for i, name in enumerate(classes)}
+    mapping: dict[int, int] = {}
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"flip_pairs: {list(pair)} is not a pair of two different class names")
+        for name in pair:
+            if name not in index:
+                raise ValueError(f"flip_pairs: {name!r} is not a class of this dataset "
+                                 f"(classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+            if index[name] in mapping:
+                raise ValueError(f"flip_pairs: {name!r} is in more than one pair")
+        a, b = index[pair[0]], index[pair[1]]
+        mapping[a], mapping[b] = b, a
+    return mapping
 
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -49,7 +49,8 @@ class DataConfig:
     short_side: int = 128
     crop_size: int = 112
     min_area: float = 0.25
-    flip: Optional[bool] = None         # horizontal flip in training; None: on, except for synthmotion
+    flip: Optional[bool] = None         # horizontal flip in training; None: on, except synthmotion without flip_pairs
+    flip_pairs: list[list[str]] = field(default_factory=list)   # classes a flip swaps: [[MoveLeft, MoveRight], ...]
     backend: str = "auto"               # video decoder: auto | pyav | torchcodec | decord | frames
     num_workers: int = 4
     generate: bool = True               # synthmotion: generate the dataset when it is absent
@@ -223,10 +224,10 @@ def check(config: DictConfig) -> None:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
-    if config.data.dataset == "synthmotion" and config.data.flip:
+    if config.data.dataset == "synthmotion" and config.data.flip and not config.data.flip_pairs:
         raise ConfigError("data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's "
-                          "labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); "
-                          "set data.flip=false or leave it unset")
+                          "labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); name them "
+                          "in data.flip_pairs, or set data.flip=false")
     parse_views(config.test.views)
 
 

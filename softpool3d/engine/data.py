@@ -30,9 +30,11 @@ class DataError(ValueError):
 def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConfig:
     """The clip sampling and transforms ``data.*`` describes, with (clips, crops) test views."""
     data = config.data
-    flip = data.dataset != "synthmotion" if data.flip is None else data.flip
+    # Unset: on, except for SynthMotion without flip_pairs (a plain flip would change its labels).
+    flip = (data.dataset != "synthmotion" or bool(data.flip_pairs)) if data.flip is None else data.flip
     return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
                       crop_size=data.crop_size, min_area=data.min_area, flip=flip,
+                      flip_pairs=tuple(tuple(pair) for pair in data.flip_pairs),
                       num_clips=views[0], num_crops=views[1])
 
 
