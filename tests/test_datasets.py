@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from softpool3d.datasets import UCF101, ClipConfig, VideoDataset, VideoDecodeError, collate_clips, make_synthmotion
 from softpool3d.datasets.transforms import three_crop
+from softpool3d.datasets.video_dataset import flip_label_map
 
 CLIP = ClipConfig(clip_len=4, frame_interval=2, short_side=32, crop_size=28, num_clips=1, num_crops=1)
 
@@ -64,7 +65,7 @@ def test_flip_pairs_relabel_the_flipped_training_clips(synth):
 
 
 @pytest.mark.parametrize("pairs, message", [
-    ((("MoveLeft", "MoveSideways"),), "'MoveSideways' is not a class of this dataset"),
+    ((("MoveLeft", "MoveSideways"),), "'MoveSideways' is not a class of this dataset, but 'MoveLeft' is"),
     ((("MoveLeft", "MoveLeft"),), "not a pair of two different class names"),
     ((("MoveLeft", "MoveRight"), ("MoveUp", "MoveLeft")), "'MoveLeft' is in more than one pair"),
 ])
@@ -72,6 +73,15 @@ def test_flip_pairs_errors_name_the_class(synth, pairs, message):
     with pytest.raises(ValueError, match=message):
         UCF101(synth / "videos", synth / "annotations", 1, "train",
                clip=dataclasses.replace(CLIP, flip=True, flip_pairs=pairs))
+
+
+def test_flip_pairs_of_classes_the_dataset_lacks_are_left_out(synth, caplog):
+    # The main job's pairs on a 3-class SynthMotion: the rotation pair has neither class, so it is left out.
+    pairs = (("MoveLeft", "MoveRight"), ("RotateClockwise", "RotateCounterClockwise"))
+    with caplog.at_level("WARNING"):
+        UCF101(synth / "videos", synth / "annotations", 1, "train", clip=dataclasses.replace(CLIP, flip_pairs=pairs))
+    assert "neither RotateClockwise nor RotateCounterClockwise is a class of this dataset" in caplog.text
+    assert flip_label_map(pairs, ["MoveLeft", "MoveRight", "MoveUp"]) == {0: 1, 1: 0}
 
 
 def test_ucf101_missing_video_fails_at_construction(synth, tmp_path):

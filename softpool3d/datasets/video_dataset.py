@@ -165,19 +165,28 @@ class VideoDataset(Dataset):
 
 
 def flip_label_map(pairs, classes: list[str]) -> dict[int, int]:
-    """{label: label of its flipped clips} for class-name pairs; a ValueError names a class not in ``classes``."""
+    """{label: label of its flipped clips} for class-name pairs.
+
+    A pair neither of whose classes the dataset has (a subset of a dataset's classes) is left out with a
+    warning; a pair with one class missing is a ValueError naming it, since its flipped clips would
+    have no label.
+    """
     index = {name: i for i, name in enumerate(classes)}
     mapping: dict[int, int] = {}
     for pair in pairs:
         if len(pair) != 2 or pair[0] == pair[1]:
             raise ValueError(f"flip_pairs: {list(pair)} is not a pair of two different class names")
-        for name in pair:
-            if name not in index:
-                raise ValueError(f"flip_pairs: {name!r} is not a class of this dataset "
-                                 f"(classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
-            if index[name] in mapping:
-                raise ValueError(f"flip_pairs: {name!r} is in more than one pair")
+        missing = [name for name in pair if name not in index]
+        if len(missing) == 2:
+            logger.warning("flip_pairs: neither %s nor %s is a class of this dataset; that pair is left out", *pair)
+            continue
+        if missing:
+            raise ValueError(f"flip_pairs: {missing[0]!r} is not a class of this dataset, but {pair[pair[0] == missing[0]]!r} "
+                             f"is (classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
         a, b = index[pair[0]], index[pair[1]]
+        for name, label in zip(pair, (a, b)):
+            if label in mapping:
+                raise ValueError(f"flip_pairs: {name!r} is in more than one pair")
         mapping[a], mapping[b] = b, a
     return mapping
 
