@@ -181,8 +181,9 @@ def flip_label_map(pairs, classes: list[str]) -> dict[int, int]:
             logger.warning("flip_pairs: neither %s nor %s is a class of this dataset; that pair is left out", *pair)
             continue
         if missing:
-            raise ValueError(f"flip_pairs: {missing[0]!r} is not a class of this dataset, but {pair[pair[0] == missing[0]]!r} "
-                             f"is (classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+            present = pair[1] if missing[0] == pair[0] else pair[0]
+            raise ValueError(f"flip_pairs: {missing[0]!r} is not a class of this dataset, but {present!r} is "
+                             f"(classes: {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
         a, b = index[pair[0]], index[pair[1]]
         for name, label in zip(pair, (a, b)):
             if label in mapping:

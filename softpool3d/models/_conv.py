@@ -69,7 +69,8 @@ def tap_weight_grad(grad: Tensor, x: Tensor, kernel: tuple[int, ...], stride: tu
 
 
 class _TapGradientConv3d(torch.autograd.Function):
-    """conv3d whose backward takes the input and bias gradients from PyTorch and the weight gradient per tap."""
+    """conv3d whose backward takes the input and bias gradients from PyTorch and the weight gradient from
+    ``tap_weight_grad``."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias, stride, padding, dilation) -> Tensor:
@@ -107,7 +108,7 @@ class Conv3d(nn.Conv3d):
     """
 
     def uses_tap_gradient(self, x: Tensor) -> bool:
-        """True when a forward on ``x`` now would compute its weight gradient per tap."""
+        """True when a forward on ``x`` now would compute its weight gradient with ``tap_weight_grad``."""
         return (x.device.type == "cpu" and x.dim() == 5 and self.groups == 1 and self.padding_mode == "zeros"
                 and isinstance(self.padding, tuple) and self.weight.requires_grad and torch.is_grad_enabled()
                 and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
