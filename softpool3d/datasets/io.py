@@ -338,8 +338,8 @@ def write_video(path: Union[str, Path], video: np.ndarray, fps: int = 10, codec:
     """Write uint8 (T, H, W, 3) frames as a video file with PyAV (even H and W for yuv420p).
 
     ``options`` go to the muxer, e.g. ``{"movflags": "faststart"}`` puts an MP4's index first.
-    With libx264 the same frames give the same bytes: x264's macroblock-tree rate control, which made
-    some files differ from one encoding to the next (by up to ~4 grey levels on average), is off.
+    With libx264 the same frames give the same bytes (with one FFmpeg build): x264's macroblock-tree
+    rate control, which made some files differ from one encoding to the next, is off.
     """
     import av  # noqa: PLC0415
 
