@@ -135,7 +135,7 @@ def table(rows: list[dict], differences: Sequence[dict] = ()) -> str:
                   "|---|---|---|---:|---:|---|"]
         for d in differences:
             each = ", ".join(f"s{seed}: {v:+.1f}" for seed, v in zip(d["seeds"], d["diffs"]))
-            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2f}"
+            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
             lines.append(f"| {d['model']} | {d['pool']} − {d['baseline']} | {each} | "
                          f"{d['mean_diff']:+.1f} ± {d['std_diff']:.1f} | {p} | {d['reading']} |")
     return "\n".join(lines)
