@@ -163,7 +163,8 @@ def format_table(result: dict, classes: list[str]) -> str:
     lines = ["| metric | value |", "|---|---:|"]
     for key in ("clip_top1", "clip_top5", "video_top1", "video_top5", "mean_class_acc"):
         lines.append(f"| {key} | {100 * result[key]:.2f}% |")
-    lines.append(f"| videos evaluated | {result['num_videos']} ({result['num_views']} views each) |")
+    views = result["num_views"]
+    lines.append(f"| videos evaluated | {result['num_videos']} ({views} view{'' if views == 1 else 's'} each) |")
     lines.append(f"| videos skipped | {result['num_skipped']} |")
     lines.append(f"| videos partial (scored on the frames that decode) | {result['num_partial']} |")
     lines += ["", "| class | accuracy |", "|---|---:|"]
