@@ -13,7 +13,7 @@ size (XS 4x160, S 13x160, M 16x224).
 
 ``--conv-gradient`` times training steps of each model with ``softpool3d.models.Conv3d``'s per-tap weight
 gradient (where it applies) and without it (every layer as ``nn.Conv3d``), round-robin on the same model
-and batch, at the main job's clip (8x64x64, batch 8) unless ``--clip``/``--batch`` say otherwise.
+and batch, at the main job's clip (6x64x64, batch 8) unless ``--clip``/``--batch`` say otherwise.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--infer", type=int, default=3, help="timed inference runs (after one warm-up)")
     parser.add_argument("--conv-gradient", action="store_true",
                         help="time Conv3d's per-tap weight gradient against nn.Conv3d's instead")
-    parser.add_argument("--clip", type=int, nargs=3, default=(8, 64, 64), help="--conv-gradient: T H W")
+    parser.add_argument("--clip", type=int, nargs=3, default=(6, 64, 64), help="--conv-gradient: T H W")
     parser.add_argument("--batch", type=int, default=8, help="--conv-gradient: clips per step")
     args = parser.parse_args()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
