@@ -1,5 +1,5 @@
 """Study 2: does SoftPool change accuracy? The main job (configs/synthmotion.yaml, r3d_10, its full
-14-epoch schedule and its test views) with soft, max and avg pooling, 3 seeds each, on SynthMotion.
+schedule and test views) with soft, max and avg pooling, 3 seeds each, on SynthMotion.
 
     python tools/study_pooling.py                                 # the main arm: 9 runs
     python tools/study_pooling.py --models r3d_10 --seeds 0 --out runs/study_quick train.epochs=1
