@@ -1,6 +1,7 @@
 """tools/check_videos.py on a SynthMotion copy with a bad and a cut-short video, written with PyAV."""
 
 import csv
+import importlib.util
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from softpool3d.datasets.io import write_video
 from softpool3d.engine import load_config
 from softpool3d.engine.data import build_dataset
 
-from helpers import ROOT, cut_short, frames_that_decode
+from helpers import ROOT, cut_short, frames_that_decode, numbered_frames
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +84,136 @@ def test_a_file_that_breaks_halfway_is_partial(tmp_path, damaged):
     result = check_video(partial)
     assert result.status == "partial" and result.decoded_frames < result.header_frames
     assert check_video(tmp_path / "missing.mp4").status == "bad"
+
+
+# ---------------------------------------------------------------- clean lists name videos by their path
+
+
+def _tool(name):
+    """A script under tools/ as a module, so its ``main(argv)`` runs in this process (the scripts take seconds
+    to import torch; the tests above run them as a user does)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_tool = _tool("check_videos")
+
+
+@pytest.fixture(scope="module")
+def same_names(tmp_path_factory):
+    """Run/001.mp4, Run/002.mp4, Walk/001.mp4 (bad: its first 300 bytes) and Walk/002.mp4 under videos/:
+    two classes whose videos share file names, as many datasets' do."""
+    root = tmp_path_factory.mktemp("same_names")
+    for name in ("Run/001.mp4", "Run/002.mp4", "Walk/001.mp4", "Walk/002.mp4"):
+        write_video(root / "videos" / name, numbered_frames(6), fps=10)
+    bad = root / "videos" / "Walk" / "001.mp4"
+    bad.write_bytes(bad.read_bytes()[:300])
+    return root
+
+
+def _without(path, *lines):
+    """``path``'s lines, byte for byte, less those equal to one of ``lines`` (given without line endings)."""
+    return [line for line in path.read_bytes().splitlines(keepends=True) if line.rstrip(b"\r\n") not in lines]
+
+
+def test_clean_lists_drop_the_bad_path_not_every_file_of_that_name(same_names, tmp_path, capsys):
+    root, videos = same_names, same_names / "videos"
+    synth = str(ROOT / "configs" / "synthmotion.yaml")
+    common = ["--workers", "1", "--no-progress"]
+
+    # UCF-101: CRLF lines, 1-based labels; the class folder is matched case-insensitively, as the loader does.
+    ucf = tmp_path / "ucf"
+    ucf.mkdir()
+    (ucf / "classInd.txt").write_bytes(b"1 Run\r\n2 Walk\r\n")
+    (ucf / "trainlist01.txt").write_bytes(b"Run/001.mp4 1\r\nwalk/001.mp4 2\r\n")
+    (ucf / "testlist01.txt").write_bytes(b"Run/002.mp4\r\nWalk/002.mp4\r\n")
+    code = check_tool.main(["--config", synth, "data.dataset=ucf101", f"data.root={videos}",
+                            f"data.annotations={ucf}", "--csv", str(tmp_path / "ucf.csv"),
+                            "--write-clean-lists", str(tmp_path / "ucf_clean"), *common])
+    assert code == 1
+    assert (tmp_path / "ucf_clean" / "trainlist01.txt").read_bytes() == b"Run/001.mp4 1\r\n"
+    assert (tmp_path / "ucf_clean" / "testlist01.txt").read_bytes() == (ucf / "testlist01.txt").read_bytes()
+    assert (tmp_path / "ucf_clean" / "classInd.txt").read_bytes() == (ucf / "classInd.txt").read_bytes()
+
+    # HMDB-51: a line names only the file; its class is the split file's name.
+    hmdb = tmp_path / "hmdb"
+    hmdb.mkdir()
+    for name in ("Run", "Walk"):
+        (hmdb / f"{name}_test_split1.txt").write_text("001.mp4 1 \n002.mp4 2 \n")
+    code = check_tool.main(["--config", synth, "data.dataset=hmdb51", f"data.root={videos}",
+                            f"data.annotations={hmdb}", "--csv", str(tmp_path / "hmdb.csv"),
+                            "--write-clean-lists", str(tmp_path / "hmdb_clean"), *common])
+    assert code == 1
+    clean = tmp_path / "hmdb_clean"
+    assert (clean / "Run_test_split1.txt").read_bytes() == (hmdb / "Run_test_split1.txt").read_bytes()
+    assert (clean / "Walk_test_split1.txt").read_bytes() == b"002.mp4 2 \n"
+
+    # A 'path label' list, from a config and with --list.
+    listed = tmp_path / "train.txt"
+    listed.write_text("Run/001.mp4 0\nWalk/001.mp4 1\nWalk/002.mp4 1\n")
+    code = check_tool.main(["--config", synth, "data.dataset=list", f"data.root={videos}",
+                            f"data.train_list={listed}", f"data.val_list={listed}", "--csv", str(tmp_path / "l.csv"),
+                            "--write-clean-lists", str(tmp_path / "list_clean"), *common])
+    assert code == 1
+    assert (tmp_path / "list_clean" / "train.txt").read_bytes() == b"Run/001.mp4 0\nWalk/002.mp4 1\n"
+    listed.write_text("videos/Run/001.mp4 0\nvideos/Walk/001.mp4 1\n")
+    code = check_tool.main(["--list", str(listed), "--root", str(root), "--csv", str(tmp_path / "l2.csv"),
+                            "--write-clean-lists", str(tmp_path / "list_clean2"), *common])
+    assert code == 1 and (tmp_path / "list_clean2" / "train.txt").read_bytes() == b"videos/Run/001.mp4 0\n"
+
+    # Kinetics: a row names its video by youtube_id and times, wherever the file lies.
+    kinetics = tmp_path / "kinetics"
+    for source, target in (("Run/001.mp4", "run/aaa_000001_000011.mp4"), ("Walk/001.mp4", "walk/bbb_000002_000012.mp4"),
+                           ("Walk/002.mp4", "walk/ccc_000003_000013.mp4")):
+        (kinetics / target).parent.mkdir(parents=True, exist_ok=True)
+        (kinetics / target).write_bytes((videos / source).read_bytes())
+    rows = (tmp_path / "kinetics.csv")
+    rows.write_text('label,youtube_id,time_start,time_end,split,is_cc\nrun,aaa,1,11,train,0\n"walk",bbb,2,12,train,0\n'
+                    "walk,ccc,3,13,train,0\nrun,aaa,1,11,validate,0\nwalk,ccc,3,13,validate,0\n")
+    code = check_tool.main(["--config", synth, "data.dataset=kinetics", f"data.root={kinetics}",
+                            f"data.train_list={rows}", f"data.val_list={rows}", "--csv", str(tmp_path / "k.csv"),
+                            "--write-clean-lists", str(tmp_path / "kinetics_clean"), *common])
+    assert code == 1
+    assert (tmp_path / "kinetics_clean" / "kinetics.csv").read_bytes() == b"".join(
+        _without(rows, b'"walk",bbb,2,12,train,0'))
+
+
+def test_clean_lists_of_a_folder_dataset_are_lists_the_list_dataset_reads(same_names, tmp_path, capsys):
+    # A folder dataset has no split files: its clean lists are 'path label' lists of its train and val
+    # folders (paths relative to data.root) and a class list, which data.dataset=list reads.
+    root = tmp_path / "folder"
+    for split, name in (("train", "Run/001.mp4"), ("train", "Walk/001.mp4"), ("train", "Walk/002.mp4"),
+                        ("val", "Run/002.mp4"), ("val", "Walk/002.mp4")):
+        (root / split / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / split / name).write_bytes((same_names / "videos" / name).read_bytes())
+    folder = ["--config", str(ROOT / "configs" / "synthmotion.yaml"), "data.dataset=folder", f"data.root={root}",
+              "data.flip=false"]
+    clean = tmp_path / "clean"
+    code = check_tool.main([*folder, "--csv", str(tmp_path / "folder.csv"), "--write-clean-lists", str(clean),
+                            "--workers", "1", "--no-progress"])
+    assert code == 1                                                    # a bad video: exit status 1, as always
+    assert (clean / "train.txt").read_text() == "train/Run/001.mp4 0\ntrain/Walk/002.mp4 1\n"
+    assert (clean / "val.txt").read_text() == "val/Run/002.mp4 0\nval/Walk/002.mp4 1\n"
+    assert (clean / "classes.txt").read_text() == "Run\nWalk\n"
+    use = [f"data.train_list={clean / 'train.txt'}", f"data.val_list={clean / 'val.txt'}",
+           f"data.classes={clean / 'classes.txt'}"]
+    assert " ".join(["data.dataset=list", *use]) in capsys.readouterr().out     # it says how to use them
+    # The list dataset reads the folder dataset's samples and classes, less the bad video.
+    as_folder = load_config(ROOT / "configs" / "synthmotion.yaml", folder[2:])
+    as_list = load_config(ROOT / "configs" / "synthmotion.yaml", [*folder[2:], "data.dataset=list", *use])
+    for subset in ("train", "test"):
+        before, after = build_dataset(as_folder, subset), build_dataset(as_list, subset)
+        assert list(after.classes) == list(before.classes) == ["Run", "Walk"]
+        assert after.samples == [s for s in before.samples if s[0] != str(root / "train" / "Walk" / "001.mp4")]
+
+
+def test_no_videos_in_a_folder_is_an_error_naming_it(tmp_path, capsys):
+    (tmp_path / "empty" / "Run").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no videos here\n")
+    assert check_tool.main(["--folder", str(tmp_path / "empty"), "--csv", str(tmp_path / "c.csv"),
+                            "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: no videos") and str(tmp_path / "empty") in error and "\n" not in error
+    assert not (tmp_path / "c.csv").exists()

@@ -10,6 +10,8 @@ and testing use the frames that decode) or ``bad`` (cannot be opened, no video s
 the reason, the header and decoded frame counts, the size and the fps. Writes a CSV (--csv), prints a
 summary and exits 1 when any file is bad. --write-clean-lists DIR writes the dataset's split files
 without the bad videos, in their own format; point data.annotations (or data.*_list) at DIR to train on them.
+A folder dataset (data.dataset=folder) has no split files: DIR gets train.txt and val.txt ('path label',
+paths relative to data.root) and classes.txt, and the overrides that train on them are printed.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from softpool3d.datasets.annotations import read_video_list  # noqa: E402
-from softpool3d.datasets.check import (check_videos, clean_split_files, dataset_split_files, summary,  # noqa: E402
-                                       videos_under, write_csv)
+from softpool3d.datasets.check import (SplitFiles, check_videos, clean_split_files, dataset_split_files,  # noqa: E402
+                                       summary, videos_under, write_csv, write_folder_lists)
+from softpool3d.datasets.io import VIDEO_EXTENSIONS  # noqa: E402
 from softpool3d.engine import ConfigError, DataError, load_config  # noqa: E402
-from softpool3d.engine.data import build_dataset  # noqa: E402
+from softpool3d.engine.data import build_dataset, check_classes  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -37,32 +40,35 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--csv", type=Path, default=Path("check_videos.csv"))
     parser.add_argument("--write-clean-lists", type=Path, metavar="DIR",
-                        help="with --config or --list: the split files without the bad videos")
+                        help="with --config or --list: the split files without the bad videos "
+                             "(a folder dataset: 'path label' lists of its videos)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="with --config: key=value")
     args = parser.parse_args(argv)
     if args.write_clean_lists and args.folder:
         parser.error("--write-clean-lists needs --config or --list (a folder has no split files)")
 
-    split_files, extra_files = [], []
+    splits, datasets = None, {}
     try:
         if args.config:
             config = load_config(args.config, args.overrides)
-            paths = list(dict.fromkeys(p for subset in ("train", "test")
-                                       for p, _ in build_dataset(config, subset).samples))
-            split_files, extra_files = dataset_split_files(config)
+            datasets = {subset: build_dataset(config, subset) for subset in ("train", "test")}
+            paths = list(dict.fromkeys(p for dataset in datasets.values() for p, _ in dataset.samples))
+            splits = dataset_split_files(config)
+            if splits is None and args.write_clean_lists:
+                check_classes(datasets["train"], datasets["test"])       # one class list serves both splits
         elif args.folder:
             if not args.folder.is_dir():
                 raise FileNotFoundError(f"--folder {args.folder} is not a folder")
             paths = videos_under(args.folder)
+            if not paths:
+                raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or frame folders under "
+                                        f"{args.folder}")
         else:
             paths = [args.root / p for p, _ in read_video_list(args.list)]
-            split_files = [args.list]
+            splits = SplitFiles("list", args.root, [args.list])
     except (ConfigError, DataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not paths:
-        print("error: no videos found", file=sys.stderr)
         return 2
 
     results = check_videos(paths, workers=args.workers, progress=not args.no_progress)
@@ -70,10 +76,18 @@ def main(argv=None) -> int:
     print(summary(results))
     print(f"\nCSV: {args.csv}")
     bad = [r.path for r in results if r.status == "bad"]
-    if args.write_clean_lists:
-        dropped = clean_split_files(split_files, bad, args.write_clean_lists, extra_files)
-        for name, count in dropped.items():
-            print(f"{args.write_clean_lists / name}: {count} line(s) dropped")
+    out = args.write_clean_lists
+    if out and splits is not None:
+        for name, count in clean_split_files(splits, bad, out).items():
+            print(f"{out / name}: {count} line(s) dropped")
+    elif out:
+        # A folder dataset has no split files: write its videos, less the bad ones, as lists.
+        samples = {"train": datasets["train"].samples, "val": datasets["test"].samples}
+        train_list, val_list, classes = write_folder_lists(samples, datasets["train"].classes,
+                                                           Path(config.data.root), bad, out)
+        print(f"{train_list}, {val_list}: the train and val videos less {len(bad)} bad; {classes}: the classes")
+        print(f"train on them with: data.dataset=list data.train_list={train_list} data.val_list={val_list} "
+              f"data.classes={classes}")
     return 1 if bad else 0
 
 

@@ -6,7 +6,8 @@
 - ``bad``: it cannot be opened, has no video stream, or yields no frame at all.
 
 ``clean_split_files`` writes a dataset's split files without the bad videos, in the dataset's own
-format (UCF-101 and HMDB-51 split lists, Kinetics CSVs, ``path label`` lists), so training can use them.
+format (UCF-101 and HMDB-51 split lists, Kinetics CSVs, ``path label`` lists), so training can use them;
+``write_folder_lists`` writes a folder dataset's videos, less the bad ones, as ``path label`` lists.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -128,60 +129,139 @@ def summary(results: Sequence[VideoCheck]) -> str:
     return "\n".join(lines)
 
 
-def _names_a_bad_video(line: str, bad_names: set[str], bad_keys: set[str]) -> bool:
-    text = line.replace("\\", "/")
-    tokens = {Path(t.strip().strip('"')).name for t in text.replace(",", " ").split()}
-    if tokens & bad_names:
-        return True
-    # Kinetics CSV rows name the video by youtube_id and times, not by file name.
-    fields = [f.strip().strip('"') for f in text.split(",")]
-    if len(fields) >= 4 and fields[2].isdigit() and fields[3].isdigit():
-        return f"{fields[1]}_{int(fields[2]):06d}_{int(fields[3]):06d}" in bad_keys
-    return False
+@dataclass(frozen=True)
+class SplitFiles:
+    """The split files a dataset reads and how their lines name its videos.
 
-
-def clean_split_files(split_files: Sequence[Path], bad: Sequence[str], out: Path,
-                      extra_files: Sequence[Path] = ()) -> dict[str, int]:
-    """Copy ``split_files`` to ``out`` without the lines that name a bad video; returns lines dropped per file.
-
-    A line names a video by its file name (UCF-101, HMDB-51 and ``path label`` lists) or, in a Kinetics
-    CSV, by youtube_id and times. Line endings and every other line are kept byte for byte;
-    ``extra_files`` (classInd.txt, a class list) are copied unchanged, so ``out`` replaces the original folder.
+    ``kind`` is the format: "ucf101" (UCF-101 and SynthMotion: ``Class/video.avi [label]``), "hmdb51"
+    (``video.avi tag`` in ``<class>_test_split<N>.txt``), "kinetics" (CSV rows naming youtube_id and times)
+    or "list" (``path label``). Listed paths are relative to ``root``.
     """
-    bad_names = {Path(p).name for p in bad}
-    bad_keys = {Path(p).stem for p in bad}
+
+    kind: str
+    root: Path
+    files: list[Path]
+    extra_files: list[Path] = field(default_factory=list)   # classInd.txt or a class list: copied unchanged
+
+
+def _resolve(root: Path, relative: str, class_folders: dict[str, str]) -> Path:
+    """``root / relative`` as the UCF-101 and HMDB-51 loaders find it: class folders match case-insensitively."""
+    path = root / relative
+    if not path.exists() and "/" in relative:
+        folder, rest = relative.split("/", 1)
+        path = root / class_folders.get(folder.lower(), folder) / rest
+    return path
+
+
+def _kinetics_key(fields: list[str], header: list[str]) -> str | None:
+    """``<youtube_id>_<start:06d>_<end:06d>``, the file stem a Kinetics row names; None for a row that names none."""
+    try:
+        youtube_id, start, end = (fields[header.index(name)].strip() for name in ("youtube_id", "time_start", "time_end"))
+        return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
+    except (ValueError, IndexError):
+        return None
+
+
+def _listed_videos(splits: SplitFiles, split_file: Path, lines: list[str]) -> list[Path | str | None]:
+    """What each line of ``split_file`` names, the way the dataset's loader reads it: a path (a Kinetics row: a
+    file stem), or None for a line that names no video (a blank line, a header)."""
+    root = Path(splits.root)
+    folders = {p.name.lower(): p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
+    named: list[Path | str | None] = []
+    header = None
+    for line in lines:
+        text = line.strip().lstrip("\ufeff")
+        if not text:
+            named.append(None)
+        elif splits.kind == "kinetics":
+            fields = next(csv.reader([text]))
+            if header is None:
+                header = [f.strip() for f in fields]
+                named.append(None)
+            else:
+                named.append(_kinetics_key(fields, header))
+        elif splits.kind == "ucf101":
+            named.append(_resolve(root, text.split()[0], folders))
+        elif splits.kind == "hmdb51":
+            class_name = split_file.name[: split_file.name.rfind("_test_split")]
+            named.append(_resolve(root, f"{class_name}/{text.split()[0]}", folders))
+        else:                                     # a 'path label' list: the path may contain spaces
+            named.append(root / text.rsplit(maxsplit=1)[0])
+    return named
+
+
+def clean_split_files(splits: SplitFiles, bad: Sequence[str], out: Path) -> dict[str, int]:
+    """Copy the split files to ``out`` without the lines that name a bad video; returns lines dropped per file.
+
+    A line names a video by its path as the loader resolves it (``root`` joined with the listed path; the
+    HMDB-51 class from the split file's name), so ``Walk/001.avi`` being bad leaves ``Run/001.avi`` listed.
+    A Kinetics row names its video by youtube_id and times, which the loader finds anywhere under ``root``.
+    Line endings and every other line are kept byte for byte; the extra files (classInd.txt, a class list)
+    are copied unchanged, so ``out`` replaces the original folder.
+    """
+    bad_paths = {Path(p) for p in bad}
+    bad_stems = {Path(p).stem for p in bad}
     out.mkdir(parents=True, exist_ok=True)
     dropped = {}
-    for split_file in split_files:
-        kept, removed = [], 0
-        for line in split_file.read_bytes().splitlines(keepends=True):
-            if _names_a_bad_video(line.decode("utf-8", errors="replace"), bad_names, bad_keys):
-                removed += 1
-            else:
-                kept.append(line)
+    for split_file in splits.files:
+        lines = split_file.read_bytes().splitlines(keepends=True)
+        named = _listed_videos(splits, split_file, [line.decode("utf-8", errors="replace") for line in lines])
+        kept = [line for line, video in zip(lines, named)
+                if not (video in bad_stems if splits.kind == "kinetics" else video in bad_paths)]
         (out / split_file.name).write_bytes(b"".join(kept))
-        dropped[split_file.name] = removed
-    for extra in extra_files:
+        dropped[split_file.name] = len(lines) - len(kept)
+    for extra in splits.extra_files:
         if Path(extra).resolve() != (out / Path(extra).name).resolve():
             shutil.copyfile(extra, out / Path(extra).name)
     return dropped
 
 
-def dataset_split_files(config) -> tuple[list[Path], list[Path]]:
-    """The split files a config's dataset reads, and the files that belong beside them (class lists).
+def write_folder_lists(splits: dict[str, Sequence[tuple[str, int]]], classes: Sequence[str], root: Path,
+                       bad: Sequence[str], out: Path) -> list[Path]:
+    """A folder dataset's clean lists: ``<split>.txt`` with lines ``path label`` (paths relative to ``root``)
+    for each split's samples that are not bad, and ``classes.txt``; what ``data.dataset=list`` reads.
+
+    Args:
+        splits: split name ("train", "val") -> the dataset's (path, label) samples.
+        classes: the class names in label order.
+        root: what the written paths are relative to (``data.root``).
+        bad: the paths of the bad videos.
+        out: the folder to write to.
+    Returns the files written: one list per split, then the class list.
+    """
+    bad_paths = {Path(p) for p in bad}
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, samples in splits.items():
+        lines = [f"{Path(path).relative_to(root).as_posix()} {label}\n" for path, label in samples
+                 if Path(path) not in bad_paths]
+        (out / f"{name}.txt").write_text("".join(lines), encoding="utf-8")
+        written.append(out / f"{name}.txt")
+    (out / "classes.txt").write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
+    return [*written, out / "classes.txt"]
+
+
+def dataset_split_files(config) -> SplitFiles | None:
+    """The split files a config's dataset reads, and the files that belong beside them (class lists);
+    None for a folder dataset, which has none.
 
     Args:
         config: an experiment config (``data.dataset`` and its paths).
     """
     data = config.data
-    if data.dataset in ("ucf101", "synthmotion"):
-        folder = Path(data.root) / "annotations" if data.dataset == "synthmotion" else Path(data.annotations)
-        fold = 1 if data.dataset == "synthmotion" else data.fold
-        return [folder / f"trainlist0{fold}.txt", folder / f"testlist0{fold}.txt"], [folder / "classInd.txt"]
+    if data.dataset == "synthmotion":
+        root = Path(data.root)
+        annotations = root / "annotations"
+        return SplitFiles("ucf101", root / "videos", [annotations / "trainlist01.txt", annotations / "testlist01.txt"],
+                          [annotations / "classInd.txt"])
+    if data.dataset == "ucf101":
+        folder = Path(data.annotations)
+        return SplitFiles("ucf101", Path(data.root), [folder / f"trainlist0{data.fold}.txt",
+                                                      folder / f"testlist0{data.fold}.txt"], [folder / "classInd.txt"])
     if data.dataset == "hmdb51":
-        return sorted(Path(data.annotations).glob(f"*_test_split{data.fold}.txt")), []
+        return SplitFiles("hmdb51", Path(data.root), sorted(Path(data.annotations).glob(f"*_test_split{data.fold}.txt")))
     if data.dataset in ("kinetics", "list"):
         lists = [Path(p) for p in (data.train_list, data.val_list) if p]
-        return list(dict.fromkeys(lists)), [Path(data.classes)] if data.classes else []
-    return [], []     # folder datasets have no split files
-
+        return SplitFiles(data.dataset, Path(data.root), list(dict.fromkeys(lists)),
+                          [Path(data.classes)] if data.classes else [])
+    return None     # folder datasets have no split files
