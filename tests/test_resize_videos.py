@@ -80,3 +80,16 @@ def test_scaled_size_and_refusals(tree):
     assert scaled_size(1920, 1080, 256) == (456, 256)
     with pytest.raises(ValueError, match="must not be inside"):
         resize_tree(tree, tree / "small", 32, progress=False)
+
+
+def test_no_videos_is_an_error_naming_the_folder(tmp_path):
+    (tmp_path / "empty" / "Run").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("no videos here\n")
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "resize_videos.py"), str(tmp_path / "empty"),
+                           str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: no videos") and str(tmp_path / "empty") in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(FileNotFoundError, match="no videos"):
+        resize_tree(tmp_path / "empty", tmp_path / "out", progress=False)

@@ -5,7 +5,8 @@
 The layout, file names and extensions stay (the official split lists still work); each output keeps
 the frame count and frame rate and is checked (the same number of frames decodes, at the new size)
 before it is renamed into place. Up-to-date outputs are skipped, so an interrupted run resumes; a
-video that cannot be read is reported and left out. Exits 1 when any video failed.
+video that cannot be read is reported and left out. Exits 1 when any video failed, 2 when the
+source folder holds no video.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         results = resize_tree(args.source, args.output, args.short_side, args.workers, not args.no_progress)
-    except ValueError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary(results, time.perf_counter() - started))

@@ -137,11 +137,16 @@ def resize_tree(source_root: Path, output_root: Path, short_side: int = 256, wor
         short_side: the short side of every output, in pixels.
         workers: processes encoding in parallel.
         progress: show a tqdm bar.
+
+    A source folder without videos is a ``FileNotFoundError`` naming it; an output inside the source, a
+    ``ValueError``.
     """
     source_root, output_root = Path(source_root).resolve(), Path(output_root).resolve()
     if output_root == source_root or source_root in output_root.parents:
         raise ValueError(f"the output folder {output_root} must not be inside the source {source_root}")
     sources = sorted(p for p in source_root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not sources:
+        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {source_root}")
     jobs = [(p, output_root / p.relative_to(source_root), short_side) for p in sources]
     return map_files(_one, jobs, workers, progress, "resizing")
 
