@@ -26,6 +26,7 @@ from softpool3d.datasets.annotations import read_video_list  # noqa: E402
 from softpool3d.datasets.check import (SplitFiles, check_videos, clean_split_files, dataset_split_files,  # noqa: E402
                                        summary, videos_under, write_csv, write_folder_lists)
 from softpool3d.datasets.io import VIDEO_EXTENSIONS  # noqa: E402
+from softpool3d.datasets.parallel import interrupt_signal, stop_on_sigterm  # noqa: E402
 from softpool3d.engine import ConfigError, DataError, load_config  # noqa: E402
 from softpool3d.engine.data import build_dataset, check_classes  # noqa: E402
 
@@ -92,4 +93,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stop_on_sigterm()                  # SIGTERM unwinds as Ctrl-C does: the workers end, one line is printed
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as interrupt:
+        stopped_by = interrupt_signal(interrupt)
+        print(f"check_videos: interrupted ({stopped_by.name}); no CSV is written, run it again to check",
+              file=sys.stderr)
+        sys.exit(128 + stopped_by)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from softpool3d.datasets.parallel import interrupt_signal, stop_on_sigterm  # noqa: E402
 from softpool3d.datasets.resize import resize_tree, summary  # noqa: E402
 
 
@@ -45,4 +46,11 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    stop_on_sigterm()                  # SIGTERM unwinds as Ctrl-C does: the workers end, one line is printed
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as interrupt:
+        stopped_by = interrupt_signal(interrupt)
+        print(f"resize_videos: interrupted ({stopped_by.name}); the videos done are kept and a rerun resumes",
+              file=sys.stderr)
+        sys.exit(128 + stopped_by)
