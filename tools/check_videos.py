@@ -98,6 +98,6 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt as interrupt:
         stopped_by = interrupt_signal(interrupt)
-        print(f"check_videos: interrupted ({stopped_by.name}); no CSV is written, run it again to check",
+        print(f"check_videos: interrupted ({stopped_by.name}); the check is incomplete, run it again",
               file=sys.stderr)
         sys.exit(128 + stopped_by)
