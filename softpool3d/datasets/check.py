@@ -156,7 +156,8 @@ def _resolve(root: Path, relative: str, class_folders: dict[str, str]) -> Path:
 def _kinetics_key(fields: list[str], header: list[str]) -> str | None:
     """``<youtube_id>_<start:06d>_<end:06d>``, the file stem a Kinetics row names; None for a row that names none."""
     try:
-        youtube_id, start, end = (fields[header.index(name)].strip() for name in ("youtube_id", "time_start", "time_end"))
+        youtube_id, start, end = (fields[header.index(column)].strip()
+                                  for column in ("youtube_id", "time_start", "time_end"))
         return f"{youtube_id}_{int(float(start)):06d}_{int(float(end)):06d}"
     except (ValueError, IndexError):
         return None
@@ -259,7 +260,8 @@ def dataset_split_files(config) -> SplitFiles | None:
         return SplitFiles("ucf101", Path(data.root), [folder / f"trainlist0{data.fold}.txt",
                                                       folder / f"testlist0{data.fold}.txt"], [folder / "classInd.txt"])
     if data.dataset == "hmdb51":
-        return SplitFiles("hmdb51", Path(data.root), sorted(Path(data.annotations).glob(f"*_test_split{data.fold}.txt")))
+        split_files = sorted(Path(data.annotations).glob(f"*_test_split{data.fold}.txt"))
+        return SplitFiles("hmdb51", Path(data.root), split_files)
     if data.dataset in ("kinetics", "list"):
         lists = [Path(p) for p in (data.train_list, data.val_list) if p]
         return SplitFiles(data.dataset, Path(data.root), list(dict.fromkeys(lists)),
