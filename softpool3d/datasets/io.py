@@ -62,6 +62,7 @@ class DecodedFrames:
     frames: torch.Tensor    # uint8 (T, H, W, 3)
     num_frames: int         # the frames that really decode; the indices were chosen from these
     header_frames: int      # what the container claims (its packet count if it stores none)
+    frames_decoded: int = 0  # how many frames the decoder returned for this read (PyAV; fewer after a seek)
 
     @property
     def partial(self) -> bool:
@@ -287,16 +288,16 @@ def _decode_from_start(container, stream, table: PacketTable, wanted: Sequence[i
 
 
 def _decode_after_seek(container, stream, table: PacketTable, order: list[int],
-                       wanted: Sequence[int]) -> Optional[dict[int, np.ndarray]]:
-    """The wanted frames, decoded from the last keyframe before the first one; ``order[i]`` is frame i's pts.
+                       wanted: Sequence[int]) -> Optional[tuple[dict[int, np.ndarray], int]]:
+    """The wanted frames, decoded from the last keyframe before the first one, and how many frames were
+    decoded; ``order[i]`` is frame i's pts.
 
     None when the first wanted frame is in the first keyframe's span (decode from the start), or when
     anything disagrees with the table: then nothing here is used.
     """
     import av  # noqa: PLC0415
 
-    first, last = min(wanted), max(wanted)
-    target = order[first]
+    target = order[min(wanted)]
     # The last keyframe shown at or before the target, with no packet before it shown at or after the target.
     start, shown_before = 0, None
     for position, (pts, keyframe) in enumerate(zip(table.pts, table.keyframes)):
@@ -310,25 +311,39 @@ def _decode_after_seek(container, stream, table: PacketTable, order: list[int],
     # Landing on this keyframe or any before it is right; a keyframe after it would miss frames.
     landing = {key for key, keyframe in zip(table.keys[:start + 1], table.keyframes) if keyframe}
     pts, dts = table.pts[start], table.dts[start]
+    # Containers index keyframes by pts (MKV) or by dts (MP4): try the first, then the earlier of the two.
+    for offset in dict.fromkeys([pts, pts if dts is None else min(pts, dts)]):
+        try:
+            container.seek(offset, stream=stream, backward=True)
+            return _check_against_table(_decoded(container, stream, landing), order, wanted)
+        except _Misplaced:
+            continue
+        except av.error.FFmpegError:
+            return None
+    return None
+
+
+def _check_against_table(frames_decoded: Iterator, order: list[int],
+                         wanted: Sequence[int]) -> Optional[tuple[dict[int, np.ndarray], int]]:
+    """The wanted frames out of frames decoded from a keyframe at or before the first, each checked to be
+    the frame the table says; None at the first disagreement."""
+    first, last = min(wanted), max(wanted)
+    target = order[first]
     needed = set(wanted)
     frames: dict[int, np.ndarray] = {}
     index = first            # the frame the next one shown at or after the target must be
-    try:
-        container.seek(pts if dts is None else min(pts, dts), stream=stream, backward=True)
-        for frame in _decoded(container, stream, landing):
-            if frame.pts is None:
-                return None
-            if index == first and frame.pts < target:
-                continue      # before the clip (or a leading frame of an open GOP that cannot decode)
-            if frame.pts != order[index]:
-                return None
-            if index in needed:
-                frames[index] = frame.to_ndarray(format="rgb24")
-            if index == last:
-                return frames
-            index += 1
-    except (_Misplaced, av.error.FFmpegError):
-        return None
+    for decoded, frame in enumerate(frames_decoded, start=1):
+        if frame.pts is None:
+            return None
+        if index == first and frame.pts < target:
+            continue      # before the clip (or a leading frame of an open GOP that cannot decode)
+        if frame.pts != order[index]:
+            return None
+        if index in needed:
+            frames[index] = frame.to_ndarray(format="rgb24")
+        if index == last:
+            return frames, decoded
+        index += 1
     return None               # the stream ended before the last wanted frame
 
 
@@ -348,9 +363,10 @@ def _pyav_read_video(path: Path, choose: ChooseIndices, num_frames: Optional[int
         wanted = _checked(path, choose(count), count) if count > 0 else [0]
         order = table.presentation(stored)
         if seek and order is not None and count == len(order):
-            frames = _decode_after_seek(container, stream, table, order, wanted)
-            if frames is not None:
-                return DecodedFrames(torch.from_numpy(np.stack([frames[i] for i in wanted])), count, header)
+            found = _decode_after_seek(container, stream, table, order, wanted)
+            if found is not None:
+                frames, decoded = found
+                return DecodedFrames(torch.from_numpy(np.stack([frames[i] for i in wanted])), count, header, decoded)
         frames, decoded, _ = _decode_from_start(container, stream, table, wanted)
         if decoded == 0:
             raise VideoDecodeError(path, "no frame could be decoded")
@@ -361,7 +377,7 @@ def _pyav_read_video(path: Path, choose: ChooseIndices, num_frames: Optional[int
             frames, decoded, _ = _decode_from_start(container, stream, table, wanted)
             if decoded <= max(wanted):
                 raise VideoDecodeError(path, f"decoded {decoded} frames, then {count} on a second pass")
-    return DecodedFrames(torch.from_numpy(np.stack([frames[i] for i in wanted])), count, header)
+    return DecodedFrames(torch.from_numpy(np.stack([frames[i] for i in wanted])), count, header, decoded)
 
 
 def count_decoded_frames(path: PathLike) -> tuple[int, int, str]:
