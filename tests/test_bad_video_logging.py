@@ -10,7 +10,7 @@ from softpool3d.datasets.io import write_video
 from softpool3d.datasets.transforms import ClipConfig
 from softpool3d.engine.data import loader
 
-from helpers import numbered_frames
+from helpers import cut_short, numbered_frames
 
 
 def test_a_bad_video_is_logged_once_with_two_workers(tmp_path):
@@ -53,3 +53,26 @@ def test_a_bad_video_read_in_this_process_is_logged_once(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records].count(f"cannot use {bad}: cannot decode {bad}: "
                                                           "the file is empty (0 bytes)") == 1
     assert len(dataset.failures) >= 6
+
+
+def test_a_partial_video_is_reported_once_with_two_workers(tmp_path):
+    whole = tmp_path / "whole.mp4"
+    write_video(whole, numbered_frames(40, noise=True), fps=10, options={"movflags": "faststart"})
+    partial = cut_short(whole, tmp_path / "partial.mp4", 22)       # the header still claims 40
+    clip = ClipConfig(clip_len=4, frame_interval=1, short_side=32, crop_size=32, num_clips=2)
+    # Test views reach the end of the file, so both workers find it short, once per sample.
+    dataset = VideoDataset([(str(partial), 0)] * 2, ["a"], train=False, clip=clip, backend="pyav")
+    config = OmegaConf.create({"data": {"num_workers": 2}})
+    log_file = tmp_path / "log.txt"
+    handler = logging.FileHandler(log_file)
+    log = logging.getLogger("softpool3d.datasets")
+    log.addHandler(handler)
+    try:
+        found = [p for batch in loader(dataset, range(2), 1, config, train=False) for p in batch["partial"]]
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert len(found) == 2
+    lines = [line for line in log_file.read_text().splitlines() if "the header says" in line]
+    assert lines == [f"{partial}: the header says 40 frames but {found[0][2]} decode; using the "
+                     f"{found[0][2]} that decode"]

@@ -5,8 +5,8 @@ training and for a single test view, and (V, C, T, H, W) for V = num_clips x num
 
 A video whose header claims more frames than decode (a cut-short download) is **used**: its clips
 come from the frames that decode. The true count is learned on the first read and kept in shared
-memory, so DataLoader workers and later epochs reuse it; one warning names the file and both counts,
-and the item carries ``"partial": (header_frames, num_frames)``.
+memory, so DataLoader workers and later epochs reuse it; one warning names the file and both counts
+(logged as bad videos are, below), and the item carries ``"partial": (header_frames, num_frames)``.
 
 Classes that name a horizontal direction (MoveLeft/MoveRight, clockwise/counter-clockwise) change
 under a horizontal flip. With ``clip.flip_pairs`` naming them, a training clip is flipped with
@@ -87,7 +87,7 @@ class VideoDataset(Dataset):
         self.on_error = on_error
         self.max_retries = max_retries
         self.failures: list[tuple[str, str]] = []
-        self._logged: set[str] = set()
+        self._logged: set = set()        # what this process logged: bad paths, ("partial", path)
         # Per sample: (frames that decode, header count) once a read found them to differ; 0 = not seen.
         # Shared memory, so a count learned in one DataLoader worker serves every worker and epoch.
         self._counts = torch.zeros(len(samples), 2, dtype=torch.int64).share_memory_()
@@ -119,8 +119,8 @@ class VideoDataset(Dataset):
         if decoded.partial and not known:
             self._counts[index, 0], self._counts[index, 1] = decoded.num_frames, decoded.header_frames
             header = decoded.header_frames
-            logger.warning("%s: the header says %d frames but %d decode; using the %d that decode",
-                           path, header, decoded.num_frames, decoded.num_frames)
+            if get_worker_info() is None:   # in a worker, the main process logs it from the batch
+                _log_partial_once(path, header, decoded.num_frames, self._logged)
         partial = (header, decoded.num_frames) if known or decoded.partial else None
         if self.train:
             return self._transform(decoded.frames)[0], partial
@@ -215,17 +215,27 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _log_once(path: str, cause: str, seen: set[str]) -> None:
+def _log_once(path: str, cause: str, seen: set) -> None:
     if path not in seen:
         seen.add(path)
         logger.warning("cannot use %s: %s", path, cause)
 
 
-def log_failures(batch: dict[str, Any], seen: set[str]) -> None:
-    """Log the bad videos of a batch that DataLoader workers made, each once: ``seen`` holds the paths
-    logged so far and is updated. Call it in the main process, once per batch, with one set per run."""
+def _log_partial_once(path: str, header: int, decoded: int, seen: set[str]) -> None:
+    if ("partial", path) not in seen:
+        seen.add(("partial", path))
+        logger.warning("%s: the header says %d frames but %d decode; using the %d that decode",
+                       path, header, decoded, decoded)
+
+
+def log_failures(batch: dict[str, Any], seen: set) -> None:
+    """Log the bad and the partial videos of a batch that DataLoader workers made, each once: ``seen``
+    holds what was logged so far and is updated. Call it in the main process, once per batch, with one
+    set per run (a worker cannot know what its sibling workers logged)."""
     for path, cause in [*batch.get("failures", []), *batch.get("skipped", [])]:
         _log_once(path, cause, seen)
+    for path, header, decoded in batch.get("partial", []):
+        _log_partial_once(path, header, decoded, seen)
 
 
 def resolve_videos(root: Path, relative: list[tuple[str, int]], list_file: Path) -> list[tuple[str, int]]:

@@ -187,12 +187,12 @@ def train_sampler(dataset: Dataset, config: DictConfig, rank: int, world_size: i
 
 
 class ReportingLoader(DataLoader):
-    """A DataLoader that logs, in this process, the bad videos its worker processes met: once per video
-    for as long as it lives (a worker cannot know what its siblings logged, so workers log nothing)."""
+    """A DataLoader that logs, in this process, the bad and partial videos its worker processes met: once
+    per video for as long as it lives (a worker cannot know what its siblings logged, so workers log nothing)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.logged_videos: set[str] = set()
+        self.logged_videos: set = set()
 
     def __iter__(self):
         batches = super().__iter__()
