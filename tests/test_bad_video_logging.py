@@ -1,7 +1,6 @@
 """A bad training video is logged once per run, also when DataLoader worker processes read it."""
 
 import logging
-from pathlib import Path
 
 from omegaconf import OmegaConf
 

@@ -4,6 +4,7 @@ with PyAV at test time; every frame carries its own index in its pixels."""
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Optional
 
 import av
 import numpy as np
@@ -19,7 +20,7 @@ FRAMES = 100
 CLIP = [0, 3, 6, 9]          # offsets of a clip's frames from its first
 
 
-def write(path: Path, *, codec: str = "libx264", x264: str = "", b_frames: int = None, pts=None,
+def write(path: Path, *, codec: str = "libx264", x264: str = "", b_frames: Optional[int] = None, pts=None,
           time_base=None, packet_pts=None, options=None) -> Path:
     """``numbered_frames`` with the given codec settings; ``pts``/``time_base`` set each frame's time
     (variable frame rate); ``packet_pts`` overwrites every packet's pts and dts (broken timestamps)."""

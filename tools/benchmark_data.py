@@ -200,8 +200,7 @@ def main() -> None:
     if not (args.root / "annotations" / "classInd.txt").exists():
         make_synthmotion(args.root)
     train = UCF101(args.root / "videos", args.root / "annotations", 1, "train", clip=CLIP)
-    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-          f"SynthMotion train split: {len(train)} videos; clip {CLIP.clip_len}x{CLIP.crop_size}x{CLIP.crop_size}")
+    print(f"# SynthMotion train split: {len(train)} videos; clip {CLIP.clip_len}x{CLIP.crop_size}x{CLIP.crop_size}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         frames_list = extract_frames(train, Path(tmp))
