@@ -1,6 +1,14 @@
 """Data-pipeline benchmark: training-clip throughput and Kinetics construction time.
 
     python tools/benchmark_data.py                      # SynthMotion under data/synthmotion (made if absent)
+    python tools/benchmark_data.py --only real-length   # just the real-length videos
+
+Real-length videos: the script writes a Kinetics-like file (10 s, 30 fps, 340x256, H.264 with a keyframe
+every 30-60 frames) and a 720p one, and times reading one random 16x4 training clip (16 frames 4 apart)
+from each, decode only: PyAV seeking to the keyframe before the clip, PyAV decoding from the start (as it
+did before), torchcodec when it imports, and the ``frames`` backend on the frames extracted as JPEG. The
+contenders take turns on the same clips, in one process; medians of per-clip times, ratios to PyAV
+from the start.
 
 Throughput: clips/s of the UCF-101 training path (decode, sample, transform, collate) over SynthMotion's
 train split, for each available decoder backend (the ``frames`` backend reads the same clips extracted to
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from softpool3d.datasets import (  # noqa: E402
     UCF101, ClipConfig, Kinetics, VideoList, available_backends, collate_clips, make_synthmotion, read_frames,
+    read_video,
 )
+from softpool3d.datasets.sampling import train_clip_indices  # noqa: E402
 
 CLIP = ClipConfig(clip_len=8, frame_interval=2, short_side=64, crop_size=56)
 
@@ -96,17 +107,100 @@ def kinetics_construction_seconds(rows: int) -> float:
         return elapsed
 
 
+def kinetics_like_video(path: Path, width: int, height: int, seconds: int = 10, fps: int = 30) -> Path:
+    """Moving gradients with grain, H.264 (x264 veryfast, crf 23) with a keyframe every 30-60 frames: about
+    0.9 Mbit/s at 340x256, as Kinetics files are."""
+    import av  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast", "x264-params": "keyint=60:min-keyint=30"}
+        for t in range(seconds * fps):
+            base = 128 + 60 * np.sin((x + 3 * t) / 23.0)[..., None] * np.cos((y - 2 * t) / 31.0)[..., None]
+            image = base + np.array([0, 20, -20]) + rng.normal(0, 10, (height, width, 3))
+            frame = av.VideoFrame.from_ndarray(np.clip(image, 0, 255).astype(np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def extract_jpeg_frames(video: Path, out: Path) -> Path:
+    from PIL import Image  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    info = read_video(video, lambda count: range(count), "pyav")
+    for i, frame in enumerate(info.frames.numpy()):
+        Image.fromarray(frame).save(out / f"img_{i + 1:05d}.jpg", quality=90)
+    return out
+
+
+def real_length_rows(folder: Path, clips: int) -> list[tuple[str, str, float, float]]:
+    """(video, reader, clips/s, ratio to PyAV from the start) for one random 16x4 clip per read."""
+    def clip(count: int) -> list[int]:
+        return train_clip_indices(count, 16, 4)
+
+    rows = []
+    for label, (width, height) in {"10 s, 340x256": (340, 256), "10 s, 1280x720": (1280, 720)}.items():
+        video = kinetics_like_video(folder / f"{width}x{height}.mp4", width, height)
+        frames = extract_jpeg_frames(video, folder / f"{width}x{height}_frames")
+        readers = {"pyav, from the start": lambda: read_video(video, clip, "pyav", seek=False),
+                   "pyav, seeking": lambda: read_video(video, clip, "pyav")}
+        if "torchcodec" in available_backends():
+            readers["torchcodec"] = lambda: read_video(video, clip, "torchcodec")
+        readers["frames (JPEG)"] = lambda: read_video(frames, clip, "frames")
+        times: dict[str, list[float]] = {name: [] for name in readers}
+        for read in readers.values():              # one untimed read each warms the caches
+            torch.manual_seed(0)
+            read()
+        for turn in range(clips):
+            for name, read in readers.items():     # the same clip for each reader in this turn
+                torch.manual_seed(1000 + turn)
+                start = time.perf_counter()
+                read()
+                times[name].append(time.perf_counter() - start)
+        baseline = statistics.median(times["pyav, from the start"])
+        for name, spent in times.items():
+            rows.append((label, name, 1 / statistics.median(spent), baseline / statistics.median(spent)))
+        print(f"# {label}: {video.stat().st_size / 1e6:.1f} MB", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=Path("data/synthmotion"))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--kinetics-rows", type=int, default=240_000)
+    parser.add_argument("--real-clips", type=int, default=30, help="clips per reader on the real-length videos")
+    parser.add_argument("--only", choices=["synthmotion", "real-length", "kinetics"], help="run one part")
     args = parser.parse_args()
+    import av  # noqa: PLC0415
+
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"PyAV {av.__version__} (FFmpeg {av.ffmpeg_version_info}), Python {platform.python_version()}; "
+          f"backends: {', '.join(available_backends())}")
+    if args.only in (None, "real-length"):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = real_length_rows(Path(tmp), args.real_clips)
+        print("\n| video | reader | clips/s | vs pyav from the start |\n|---|---|---:|---:|")
+        for label, name, rate, ratio in rows:
+            print(f"| {label} | {name} | {rate:.1f} | {ratio:.2f}x |")
+        if "torchcodec" not in available_backends():
+            print("\ntorchcodec: not available here (not installed, or no system FFmpeg)")
+    if args.only == "kinetics":
+        seconds = kinetics_construction_seconds(args.kinetics_rows)
+        print(f"\nKinetics: {args.kinetics_rows} CSV rows over empty files (5% missing) built in {seconds:.2f} s")
+    if args.only is not None:
+        return
     if not (args.root / "annotations" / "classInd.txt").exists():
         make_synthmotion(args.root)
     train = UCF101(args.root / "videos", args.root / "annotations", 1, "train", clip=CLIP)
-    print(f"# machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-          f"SynthMotion train split: {len(train)} videos; clip {CLIP.clip_len}x{CLIP.crop_size}x{CLIP.crop_size}")
+    print(f"# SynthMotion train split: {len(train)} videos; clip {CLIP.clip_len}x{CLIP.crop_size}x{CLIP.crop_size}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         frames_list = extract_frames(train, Path(tmp))

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .io import IMAGE_SUFFIXES, VIDEO_EXTENSIONS, frame_files
+from .io import IMAGE_SUFFIXES, VIDEO_EXTENSIONS, count_decoded_frames, frame_files
 from .parallel import map_files
 
 STATUSES = ("ok", "partial", "bad")
@@ -27,7 +27,7 @@ STATUSES = ("ok", "partial", "bad")
 
 @dataclass(frozen=True)
 class VideoCheck:
-    """One file's verdict; ``header_frames`` is 0 where the container stores no count."""
+    """One file's verdict; ``header_frames`` is the packet count where the container stores no count."""
 
     path: str
     status: str            # ok | partial | bad
@@ -59,7 +59,7 @@ def _check_frames_folder(path: Path) -> VideoCheck:
 
 
 def check_video(path) -> VideoCheck:
-    """Decode every frame of one video file (or rawframes folder) with PyAV and classify it."""
+    """Decode every frame of one video file (or rawframes folder) as the loader reads it, and classify it."""
     import av  # noqa: PLC0415
 
     path = Path(path)
@@ -76,14 +76,13 @@ def check_video(path) -> VideoCheck:
         if not container.streams.video:
             return VideoCheck(str(path), "bad", "no video stream", 0, 0, size, 0.0)
         stream = container.streams.video[0]
-        header = int(stream.frames or 0)
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-        decoded, failure = 0, ""
-        try:
-            for _ in container.decode(stream):
-                decoded += 1
-        except Exception as error:  # noqa: BLE001 - a stream that breaks halfway
-            failure = f"decoding stopped after frame {decoded}: {type(error).__name__}: {error}"
+    # Decoded as the loader reads it (its header count, its way back to the first frame, its threads):
+    # a file whose timestamps mislead a seek is judged by the frames the loader gets.
+    try:
+        header, decoded, failure = count_decoded_frames(path)
+    except Exception as error:  # noqa: BLE001 - whatever stops the file opening makes it bad
+        return VideoCheck(str(path), "bad", f"cannot open: {type(error).__name__}: {error}", 0, 0, size, fps)
     if decoded == 0:
         return VideoCheck(str(path), "bad", failure or "no frame decodes", header, 0, size, fps)
     if failure or decoded < header:

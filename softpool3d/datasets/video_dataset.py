@@ -5,8 +5,8 @@ training and for a single test view, and (V, C, T, H, W) for V = num_clips x num
 
 A video whose header claims more frames than decode (a cut-short download) is **used**: its clips
 come from the frames that decode. The true count is learned on the first read and kept in shared
-memory, so DataLoader workers and later epochs reuse it; one warning names the file and both counts,
-and the item carries ``"partial": (header_frames, num_frames)``.
+memory, so DataLoader workers and later epochs reuse it; one warning names the file and both counts
+(logged as bad videos are, below), and the item carries ``"partial": (header_frames, num_frames)``.
 
 Classes that name a horizontal direction (MoveLeft/MoveRight, clockwise/counter-clockwise) change
 under a horizontal flip. With ``clip.flip_pairs`` naming them, a training clip is flipped with
@@ -15,10 +15,13 @@ probability 1/2 and a flipped clip of one class of a pair is labelled as the oth
 
 Bad videos (cannot be opened, no video stream, no frame decodes):
 
-- training: a video that fails to decode is logged once (path and cause), recorded in
-  ``ds.failures`` (of the process that read it) and in the returned item's "replaced" list,
-  and another random sample is drawn in its place; after ``max_retries`` failures in a row
-  the item raises;
+- training: a video that fails to decode is recorded in ``ds.failures`` (of the process that read
+  it) and in the returned item's "replaced" list (its cause under "failures"), and another random
+  sample is drawn in its place; after ``max_retries`` failures in a row the item raises;
+- it is logged once per run: read in this process, the dataset logs it; read in a DataLoader
+  worker (another process, which cannot know what its siblings logged), it is not logged there but
+  travels in the batch, and ``log_failures(batch, seen)`` logs it in the main process, as the
+  engine's loaders do;
 - testing never substitutes: ``on_error="raise"`` (default) raises ``VideoDecodeError``;
   ``on_error="skip"`` returns an item with "error" set and no video, which ``collate_clips``
   leaves out of the batch and lists under "skipped".
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .io import VideoDecodeError, read_video
 from .sampling import train_clip_indices, uniform_clip_indices
@@ -84,7 +87,7 @@ class VideoDataset(Dataset):
         self.on_error = on_error
         self.max_retries = max_retries
         self.failures: list[tuple[str, str]] = []
-        self._logged: set[str] = set()
+        self._logged: set = set()        # what this process logged: bad paths, ("partial", path)
         # Per sample: (frames that decode, header count) once a read found them to differ; 0 = not seen.
         # Shared memory, so a count learned in one DataLoader worker serves every worker and epoch.
         self._counts = torch.zeros(len(samples), 2, dtype=torch.int64).share_memory_()
@@ -116,8 +119,8 @@ class VideoDataset(Dataset):
         if decoded.partial and not known:
             self._counts[index, 0], self._counts[index, 1] = decoded.num_frames, decoded.header_frames
             header = decoded.header_frames
-            logger.warning("%s: the header says %d frames but %d decode; using the %d that decode",
-                           path, header, decoded.num_frames, decoded.num_frames)
+            if get_worker_info() is None:   # in a worker, the main process logs it from the batch
+                _log_partial_once(path, header, decoded.num_frames, self._logged)
         partial = (header, decoded.num_frames) if known or decoded.partial else None
         if self.train:
             return self._transform(decoded.frames)[0], partial
@@ -128,9 +131,8 @@ class VideoDataset(Dataset):
     def _record(self, index: int, error: Exception) -> None:
         path = self.samples[index][0]
         self.failures.append((path, str(error)))
-        if path not in self._logged:
-            self._logged.add(path)
-            logger.warning("cannot use %s: %s", path, error)
+        if get_worker_info() is None:   # in a worker, the main process logs it from the batch
+            _log_once(path, str(error), self._logged)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.samples[index]
@@ -144,6 +146,7 @@ class VideoDataset(Dataset):
                 return {"video": None, "label": label, "index": index, "path": path, "error": str(error)}
             return {"video": video, "label": label, "index": index, "path": path, "partial": partial}
         replaced: list[str] = []
+        failures: list[tuple[str, str]] = []
         current = index
         for _ in range(self.max_retries + 1):
             try:
@@ -151,13 +154,14 @@ class VideoDataset(Dataset):
             except VideoDecodeError as error:
                 self._record(current, error)
                 replaced.append(self.samples[current][0])
+                failures.append((self.samples[current][0], str(error)))
                 current = int(torch.randint(len(self.samples), (1,)))
                 continue
             path, label = self.samples[current]
             if self._flipped_label is not None and bool(torch.rand(()) < 0.5):
                 video, label = video.flip(-1), self._flipped_label.get(label, label)
             return {"video": video, "label": label, "index": current, "path": path, "replaced": replaced,
-                    "partial": partial}
+                    "failures": failures, "partial": partial}
         raise RuntimeError(
             f"{self.max_retries + 1} videos in a row could not be decoded (starting at sample {index}); "
             f"last: {self.failures[-1][0]}: {self.failures[-1][1]}"
@@ -196,7 +200,8 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a batch, leaving out skipped items, which are listed as (path, error) under "skipped".
 
     Partial videos (used, but shorter than their header says) are listed as
-    (path, header frames, decoded frames) under "partial".
+    (path, header frames, decoded frames) under "partial"; training's bad videos, replaced by others,
+    as (path, cause) under "failures".
     """
     kept = [item for item in batch if item.get("video") is not None]
     out: dict[str, Any] = {"skipped": [(item["path"], item["error"]) for item in batch if item.get("video") is None]}
@@ -205,8 +210,32 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     out["index"] = torch.tensor([item["index"] for item in kept], dtype=torch.long)
     out["path"] = [item["path"] for item in kept]
     out["replaced"] = [p for item in kept for p in item.get("replaced", [])]
+    out["failures"] = [f for item in kept for f in item.get("failures", [])]
     out["partial"] = [(item["path"], *item["partial"]) for item in kept if item.get("partial")]
     return out
+
+
+def _log_once(path: str, cause: str, seen: set) -> None:
+    if path not in seen:
+        seen.add(path)
+        logger.warning("cannot use %s: %s", path, cause)
+
+
+def _log_partial_once(path: str, header: int, decoded: int, seen: set[str]) -> None:
+    if ("partial", path) not in seen:
+        seen.add(("partial", path))
+        logger.warning("%s: the header says %d frames but %d decode; using the %d that decode",
+                       path, header, decoded, decoded)
+
+
+def log_failures(batch: dict[str, Any], seen: set) -> None:
+    """Log the bad and the partial videos of a batch that DataLoader workers made, each once: ``seen``
+    holds what was logged so far and is updated. Call it in the main process, once per batch, with one
+    set per run (a worker cannot know what its sibling workers logged)."""
+    for path, cause in [*batch.get("failures", []), *batch.get("skipped", [])]:
+        _log_once(path, cause, seen)
+    for path, header, decoded in batch.get("partial", []):
+        _log_partial_once(path, header, decoded, seen)
 
 
 def resolve_videos(root: Path, relative: list[tuple[str, int]], list_file: Path) -> list[tuple[str, int]]:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..datasets import HMDB51, UCF101, ClipConfig, Kinetics, VideoDataset, VideoFolder, VideoList, collate_clips
 from ..datasets.kinetics import read_class_list
+from ..datasets.video_dataset import log_failures
 from ..datasets.synthetic import make_synthmotion
 from .host import release_freed_memory
 
@@ -185,6 +186,24 @@ def train_sampler(dataset: Dataset, config: DictConfig, rank: int, world_size: i
                               drop_last=True)
 
 
+class ReportingLoader(DataLoader):
+    """A DataLoader that logs, in this process, the bad and partial videos its worker processes met: once
+    per video for as long as it lives (a worker cannot know what its siblings logged, so workers log nothing)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.logged_videos: set = set()
+
+    def __iter__(self):
+        batches = super().__iter__()
+        if self.num_workers == 0:       # read in this process: the dataset logged them already
+            yield from batches
+            return
+        for batch in batches:
+            log_failures(batch, self.logged_videos)
+            yield batch
+
+
 def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConfig, *, train: bool) -> DataLoader:
     """Batches of ``collate_clips`` dicts with ``data.num_workers`` workers; ``train`` drops a last short batch.
 
@@ -196,7 +215,7 @@ def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConf
     workers = config.data.num_workers
     if workers > 0:
         release_freed_memory()      # the workers fork from this process when iteration starts
-    return DataLoader(
+    return ReportingLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
         pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=train and workers > 0,
         prefetch_factor=2 if workers > 0 else None,
