@@ -4,6 +4,7 @@
 - every ``tools/…``, ``configs/…``, ``tests/…``, ``softpool3d/…`` or ``docs/…`` path named exists;
 - every ``--flag`` given to a command (``python tools/x.py`` or ``softpool3d <subcommand>``) appears in
   that command's ``--help``, and every ``make`` target named is in the Makefile;
+- a command's ``--config FILE`` loads with the ``key=value`` overrides it is shown with;
 - every Python block preceded by ``<!-- runnable -->`` runs, in a fresh folder.
 
 The ``--help`` of each command runs once, all of them in parallel. A command form is one entry of
@@ -194,6 +195,7 @@ class Invocation:
     help_argv: tuple[str, ...]
     flags: tuple[str, ...]
     where: str
+    arguments: str = ""
 
 
 def shell_lines(path: Path, text: str | None = None) -> Iterator[tuple[int, str]]:
@@ -221,7 +223,7 @@ def invocations(path: Path, text: str | None = None) -> list[Invocation]:
             separator = SEPARATOR.search(arguments)
             arguments = arguments[:separator.start()] if separator else arguments
             found.append(Invocation(form.name(match), form.help_argv(match), tuple(FLAG.findall(arguments)),
-                                    f"{path.relative_to(ROOT)}:{number}"))
+                                    f"{path.relative_to(ROOT)}:{number}", arguments))
     return found
 
 
@@ -259,6 +261,29 @@ def flag_problems(calls: list[Invocation]) -> list[str]:
         for flag in call.flags:
             if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text):
                 problems.append(f"{call.where}: {call.command} has no {flag} (not in its --help)")
+    return problems
+
+
+OVERRIDE = re.compile(r"^[a-z_]+(?:\.[a-z_]+)*=\S*$")
+
+
+def override_problems(calls: list[Invocation]) -> list[str]:
+    """Commands given ``--config FILE`` and ``key=value`` overrides: the config must load with them."""
+    from softpool3d.engine.config import load_config
+
+    problems = []
+    for call in calls:
+        words = call.arguments.split()
+        if "--config" not in words[:-1]:
+            continue
+        config = ROOT / words[words.index("--config") + 1]
+        overrides = [word for word in words if OVERRIDE.match(word) and "$" not in word]
+        if not config.is_file() or not overrides:
+            continue   # a placeholder, a shell variable, or nothing to check
+        try:
+            load_config(config, overrides)
+        except ValueError as error:
+            problems.append(f"{call.where}: {call.command} --config {config.relative_to(ROOT)}: {error}")
     return problems
 
 
@@ -307,6 +332,12 @@ def test_command_flags_exist_in_their_help():
     assert not problems, "\n".join(problems)
 
 
+def test_config_overrides_in_commands_load():
+    calls = [call for path in GUIDES for call in invocations(path)]
+    problems = override_problems(calls)
+    assert not problems, "\n".join(problems)
+
+
 RUNNABLE = [(path, block) for path in GUIDES for block in split_markdown(path.read_text(encoding="utf-8"))[1]
             if block.runnable]
 
@@ -335,6 +366,7 @@ def test_checks_catch_broken_links_paths_and_flags():
         "`[not a link](nowhere.md)`\n\n"
         "```bash\npython tools/train.py --config configs/synthmotion.yaml --no-such-flag  # --ignored\n"
         "torchrun --nproc_per_node 2 tools/test.py --config configs/nowhere.yaml --checkpoint x.pt\n"
+        "python tools/train.py --config configs/synthmotion.yaml optim.lrr=0.1 train.epochs=2\n"
         "make test && make no-such-target\n```\n\n"
         "`python tools/predict.py clip.mp4 --checkpoint p.pt --window 2`, `configs/{ucf101,nowhere}/r3d_18_soft.yaml`\n")
     links = link_problems(page, text)
@@ -343,16 +375,18 @@ def test_checks_catch_broken_links_paths_and_flags():
     flags = flag_problems(calls)
     paths = path_problems(text, "page")
     makes = make_problems(page, text)
+    overrides = override_problems(calls)
     assert [problem.split(": ", 1)[1] for problem in links] == [
         "nowhere.md: no such file",
         "#no-such-heading: no heading with anchor #no-such-heading in docs/_broken_example.md",
         "operator.md#no-such-heading: no heading with anchor #no-such-heading in docs/operator.md"]
     assert [(call.command, call.flags) for call in calls] == [
         ("tools/train.py", ("--config", "--no-such-flag")), ("tools/test.py", ("--config", "--checkpoint")),
-        ("tools/predict.py", ("--checkpoint", "--window"))]
+        ("tools/train.py", ("--config",)), ("tools/predict.py", ("--checkpoint", "--window"))]
     assert len(flags) == 1 and flags[0].endswith("tools/train.py has no --no-such-flag (not in its --help)")
     assert paths == ["page: configs/nowhere.yaml does not exist", "page: configs/nowhere/r3d_18_soft.yaml does not exist"]
     assert len(makes) == 1 and makes[0].endswith("make no-such-target: no such target in the Makefile")
+    assert len(overrides) == 1 and "'optim.lrr'" in overrides[0] and "'optim.lr'" in overrides[0]
 
 
 def test_slugs_follow_github():
