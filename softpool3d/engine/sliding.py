@@ -31,6 +31,9 @@ from ..datasets.transforms import build_transforms
 from .data import clip_config
 
 
+PENDING_FRAMES = 8      # decoded frames transformed together (fewer calls; few full-size frames held)
+
+
 @dataclass(frozen=True)
 class WindowScores:
     """One window: its time span in seconds and the class probabilities (num_classes,)."""
@@ -103,11 +106,19 @@ def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], 
     device = next(model.parameters()).device
     length, step = max(1, round(window * fps)), max(1, round(stride * fps))
     recent: deque[torch.Tensor] = deque(maxlen=length)      # the last `length` frames, each (C, 1, crop, crop)
+    pending: list[np.ndarray] = []                          # decoded frames not transformed yet (a few)
     results: list[WindowScores] = []
     seen = 0
 
+    def flush() -> None:
+        """Transform the pending frames in one call and move them to ``recent``."""
+        if pending:
+            recent.extend(transform(torch.from_numpy(np.stack(pending)))[0].split(1, dim=1))
+            pending.clear()
+
     def score(start: int, count: int) -> None:
         """Score the window of ``count`` frames from ``start``; its frames are all in ``recent``."""
+        flush()
         first = seen - len(recent)                           # the frame index of recent[0]
         picks = window_indices(start, count, clip.clip_len, clip.frame_interval)
         view = torch.cat([recent[i - first] for i in picks], dim=1).unsqueeze(0).to(device)
@@ -115,8 +126,10 @@ def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], 
         results.append(WindowScores(start / fps, (start + count) / fps, probs))
 
     for frame in tqdm(frames, desc=path.name, unit="frame", disable=not progress, leave=False):
-        recent.append(transform(torch.from_numpy(frame).unsqueeze(0))[0])
+        pending.append(frame)
         seen += 1
+        if len(pending) == PENDING_FRAMES:
+            flush()
         start = seen - length                                # the window that ends with this frame
         if start >= 0 and start % step == 0:
             score(start, length)
