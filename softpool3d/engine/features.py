@@ -110,6 +110,10 @@ def extract_features(config: DictConfig, checkpoint: Union[str, Path], out: Unio
         mean_views: write the mean over views (D,) instead of every view (V, D).
 
     Returns the folder written (rank 0), or None on the other ranks.
+
+    Raises DataError (on rank 0, after writing the others) when one of ``videos``, or every video of the
+    split, gives no features; and before any work when a file of ``videos`` is missing or two videos
+    would write one ``npy`` file.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
