@@ -106,3 +106,26 @@ def test_torch_hub_loads_every_model():
     spec.loader.exec_module(hubconf)
     assert sorted(n for n in list_models() if callable(getattr(hubconf, n, None))) == list_models()
     assert "build_model('r3d_18'" in hubconf.r3d_18.__doc__ and "num_classes" in hubconf.r3d_18.__doc__
+
+
+def test_export_tool_names_the_shape_and_the_models_minimum_in_one_line(tmp_path, capsys):
+    import re
+    import runpy
+
+    main = runpy.run_path(str(ROOT / "tools" / "export.py"))["main"]
+    for name, shape, says in (("r3d_10", "1,3,8,64", "has 4 numbers; the model takes 5"),
+                              ("r3d_10", "1,4,8,32,32", "has C = 4"), ("s3d", "1,3,2,32,32", "is too small (T = 2)")):
+        assert main(["--model", name, "--num-classes", "5", "--out", str(tmp_path / name), "--shape", shape]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and f"--shape {shape} " in error and says in error, error
+        assert not list(tmp_path.iterdir())
+    # The minimum it names is honest: S3D runs on it and fails one frame or pixel below it, on real tensors.
+    minimum = [int(v) for v in re.search(r"T >= (\d+), H >= (\d+), W >= (\d+)", error).groups()]
+    model = build_model("s3d", num_classes=5).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, *minimum)).shape == (1, 5)
+        for axis in range(3):
+            smaller = list(minimum)
+            smaller[axis] -= 1
+            with pytest.raises((RuntimeError, ValueError)):
+                model(torch.randn(1, 3, *smaller))

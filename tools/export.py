@@ -7,6 +7,10 @@
 Writes <out>.pt2 and <out>.onnx (opset 18, standard ONNX operators: it runs in a stock ONNX Runtime)
 with a dynamic batch, then prints the max abs difference of each against eager PyTorch on random clips
 at batch 1 and 3. --benchmark N times eager PyTorch and ONNX Runtime (CPU) at batch 1, N runs each.
+
+A shape the model cannot take (a wrong number of dimensions or channels, or a clip too small for its
+strides and pools) is a one-line error that names the shape and the smallest T, H and W the model
+takes, found by running the model on shape-only ("meta") tensors.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
+from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,6 +30,75 @@ from softpool3d.engine import CheckpointError, ConfigError, model_from_checkpoin
 from softpool3d.export import (OPSET, export_onnx, export_program, latency, max_differences,  # noqa: E402
                                onnx_session, random_clips)
 from softpool3d.models import build_model, list_models  # noqa: E402
+
+
+PROBE_SIZE = 512        # the other axes' size while one axis's minimum is searched
+
+
+def meta_runner(model: nn.Module) -> Callable[[tuple[int, ...]], bool]:
+    """A test of whether ``model`` runs on an input shape: a forward pass on shape-only (meta) tensors."""
+    meta = {name: t.to("meta") for name, t in [*model.named_parameters(), *model.named_buffers()]}
+
+    def runs_on(shape: tuple[int, ...]) -> bool:
+        try:
+            with torch.no_grad():
+                functional_call(model, meta, (torch.empty(shape, device="meta"),))
+        except (RuntimeError, ValueError):
+            return False
+        return True
+
+    return runs_on
+
+
+def smallest_sizes(runs_on: Callable[[tuple[int, ...]], bool], ndim: int, channels: int) -> list[int]:
+    """Per axis after (N, C), the smallest size the model runs on with the other axes at PROBE_SIZE.
+
+    Sizes that work on an axis form a range upward (conv and pool outputs only grow with their input),
+    so each is a doubling search then a bisection. An axis that fails even at PROBE_SIZE gives 0.
+    """
+    sizes = []
+    for axis in range(ndim - 2):
+        def works(size: int) -> bool:
+            shape = [1, channels, *[PROBE_SIZE] * (ndim - 2)]
+            shape[2 + axis] = size
+            return runs_on(tuple(shape))
+
+        high = 1
+        while high < PROBE_SIZE and not works(high):
+            high *= 2
+        high = min(high, PROBE_SIZE)
+        if not works(high):
+            sizes.append(0)
+            continue
+        low = high // 2                          # fails (or 0); high works
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if works(middle) else (middle, high)
+        sizes.append(high)
+    return sizes
+
+
+def shape_error(model: nn.Module, shape: tuple[int, ...], text: str) -> str:
+    """'' when ``model`` runs on ``shape``, else one line naming the shape and what the model takes."""
+    runs_on = meta_runner(model)
+    if all(v >= 1 for v in shape) and runs_on(shape):
+        return ""
+    stem = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if stem is None:
+        return f"--shape {text}: the model does not run on this shape"
+    ndim, channels = stem.weight.dim(), stem.in_channels
+    axes = ("N", "C", "T", "H", "W") if ndim == 5 else ("N", "C", "H", "W")[: ndim]
+    minimum = smallest_sizes(runs_on, ndim, channels)
+    takes = ", ".join(f"{axis} >= {size}" for axis, size in zip(axes[2:], minimum) if size)
+    layout = f"{','.join(axes)} with C = {channels}, N >= 1" + (f", {takes}" if takes else "")
+    if len(shape) != ndim:
+        return f"--shape {text} has {len(shape)} numbers; the model takes {ndim}: {layout}"
+    if shape[1] != channels:
+        return f"--shape {text} has C = {shape[1]}; the model takes {layout}"
+    small = [f"{axis} = {value}" for axis, value, size in zip(axes[2:], shape[2:], minimum) if value < size]
+    if small or shape[0] < 1:
+        return f"--shape {text} is too small ({', '.join(small) or f'N = {shape[0]}'}); the model takes {layout}"
+    return f"--shape {text}: the model does not run on it, though each axis is at least its minimum ({layout})"
 
 
 def main(argv=None) -> int:
@@ -50,6 +126,10 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model.eval()
+    error = shape_error(model, shape, args.shape)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(max(2, shape[0]), *shape[1:])
     program = export_program(model, example, args.out.with_suffix(".pt2"))

@@ -6,8 +6,16 @@
     torchrun --nproc_per_node 4 tools/extract_features.py --config C --checkpoint P --split train --out F
 
 --format npy (default) writes one <video>.npy per video, (views, D) or (D,) with --mean-views, under
-<out>/<split>/ in the dataset's layout; --format split writes <out>/<split>_features.npy and
-<out>/<split>_index.csv. Views are test.views (clips x crops). Under torchrun each video is done once.
+<out>/<split>/ in the dataset's layout (its path under data.root, suffix replaced: videos/a/clip.mp4 ->
+<out>/test/videos/a/clip.npy); with --videos, under <out>/videos/ by the path relative to the files'
+common folder (a/clip.mp4 b/clip.mp4 -> <out>/videos/a/clip.npy, <out>/videos/b/clip.npy). Two inputs
+that would write one file (a/clip.mp4 and a/clip.avi) are an error before anything runs.
+--format split writes <out>/<split>_features.npy and <out>/<split>_index.csv (row, video, label; the
+label is empty for --videos). Views are test.views (clips x crops). Under torchrun each video is done once.
+The features are the input of the model's classifier (its last nn.Linear or convolution), flattened.
+
+Exit status: 0 when every video gave features; 2 when one of --videos gave none (the others are
+written) or no video of the split did; a split's other unreadable videos are skipped with a warning.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ that disagrees with the checkpoint on any of these is an error instead.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -93,6 +94,38 @@ def run_test(config: DictConfig, checkpoint: Union[str, Path]) -> Optional[tuple
     return result, folder, classes
 
 
+def output_stems(paths: Sequence[Union[str, Path]], root: Optional[Union[str, Path]] = None) -> list[Path]:
+    """Where each input's outputs go, relative to an output folder: its path without the suffix.
+
+    The path is taken relative to ``root`` when every input is under it, else relative to the inputs'
+    common folder, so ``a/clip.mp4`` and ``b/clip.mp4`` give ``a/clip`` and ``b/clip``, and one file gives
+    its own name. Callers append their own endings (``clip`` -> ``clip.npy``, ``clip_windows.csv``).
+
+    Raises ValueError naming two inputs that would share outputs (``a/clip.mp4`` and ``a/clip.avi``, or
+    one file given twice).
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    if not resolved:
+        return []
+    base = Path(root).resolve() if root is not None else None
+    if base is None or not all(p.is_relative_to(base) for p in resolved):
+        base = Path(os.path.commonpath([p.parent for p in resolved]))
+    stems: list[Path] = []
+    first_with: dict[Path, int] = {}
+    for k, path in enumerate(resolved):
+        relative = path.relative_to(base)
+        stem = relative.with_name(relative.name[: -len(relative.suffix)] if relative.suffix else relative.name)
+        if stem in first_with:
+            other = paths[first_with[stem]]
+            if resolved[first_with[stem]] == path:
+                raise ValueError(f"{paths[k]} is given twice")
+            raise ValueError(f"{other} and {paths[k]} would write the same outputs ({stem}.*); rename one or "
+                             "process them in separate runs")
+        first_with[stem] = k
+        stems.append(stem)
+    return stems
+
+
 def predict(model: nn.Module, classes: list[str], config: DictConfig, videos: Sequence[Union[str, Path]], *,
             views: tuple[int, int] = (1, 1), top: int = 5) -> list[list[tuple[str, float]]]:
     """For each video file, the ``top`` classes and probabilities (view softmax scores averaged).
@@ -118,4 +151,4 @@ def predict(model: nn.Module, classes: list[str], config: DictConfig, videos: Se
     return results
 
 
-__all__ = ["model_from_checkpoint", "predict", "run_test", "trained_model"]
+__all__ = ["model_from_checkpoint", "output_stems", "predict", "run_test", "trained_model"]

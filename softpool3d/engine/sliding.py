@@ -1,15 +1,20 @@
-"""Scoring a video of any length with sliding windows, streaming: frames are decoded once, in order, and
-only the frames that open windows still need are held, so memory does not grow with the video's length.
+"""Scoring a video of any length with sliding windows, streaming: frames are decoded once, in order, each
+is transformed once (resize, centre crop, normalise: all per frame, so a clip of transformed frames is
+the transformed clip), and only the last window's worth of them is held, so memory does not grow with
+the video's length.
 
-A window of ``window`` seconds starts every ``stride`` seconds. Its clip is the model's own (``clip_len``
-frames ``frame_interval`` apart) centred in the window, or ``clip_len`` frames spread evenly when the
-window is shorter than that span; it is transformed as a centre test view. A video shorter than one
-window is scored as one window over all its frames.
+A window of ``window`` seconds starts every ``stride`` seconds while it fits in the video; when the
+last of those ends before the video does, one more window is aligned to the video's end, so every
+frame is scored and no window runs past the end. Its clip is the model's own (``clip_len`` frames
+``frame_interval`` apart) centred in the window, or ``clip_len`` frames spread evenly when the window is
+shorter than that span; it is transformed as a centre test view. A video shorter than one window is
+scored as one window over all its frames. Times are frame index / frame rate.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Union
@@ -20,10 +25,13 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from ..datasets import VideoDecodeError, read_video
+from ..datasets import VideoDecodeError
 from ..datasets.sampling import clip_span
 from ..datasets.transforms import build_transforms
 from .data import clip_config
+
+
+PENDING_FRAMES = 8      # decoded frames transformed together (fewer calls; few full-size frames held)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,9 @@ def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], 
                   stride: float, progress: bool = False) -> list[WindowScores]:
     """Class probabilities for every window of ``window`` seconds, every ``stride`` seconds, streaming.
 
+    Windows start at 0, stride, 2 x stride, ... while they end inside the video, then one more ends
+    at the video's end if the last of those does not; they come in order of their start.
+
     Args:
         model: the trained network, in eval mode, on the CPU or the device its parameters are on.
         config: the run's config: ``data.clip_len``, ``data.frame_interval`` and the test transform.
@@ -94,34 +105,40 @@ def score_windows(model: nn.Module, config: DictConfig, path: Union[str, Path], 
     transform = build_transforms(clip, train=False)
     device = next(model.parameters()).device
     length, step = max(1, round(window * fps)), max(1, round(stride * fps))
-    open_windows: list[dict] = []       # start, wanted indices, frames kept so far
+    recent: deque[torch.Tensor] = deque(maxlen=length)      # the last `length` frames, each (C, 1, crop, crop)
+    pending: list[np.ndarray] = []                          # decoded frames not transformed yet (a few)
     results: list[WindowScores] = []
-    next_start, seen = 0, 0
+    seen = 0
 
-    def score(start: int, clip_frames: torch.Tensor, end: int) -> None:
-        view = transform(clip_frames)[0].unsqueeze(0).to(device)
+    def flush() -> None:
+        """Transform the pending frames in one call and move them to ``recent``."""
+        if pending:
+            recent.extend(transform(torch.from_numpy(np.stack(pending)))[0].split(1, dim=1))
+            pending.clear()
+
+    def score(start: int, count: int) -> None:
+        """Score the window of ``count`` frames from ``start``; its frames are all in ``recent``."""
+        flush()
+        first = seen - len(recent)                           # the frame index of recent[0]
+        picks = window_indices(start, count, clip.clip_len, clip.frame_interval)
+        view = torch.cat([recent[i - first] for i in picks], dim=1).unsqueeze(0).to(device)
         probs = torch.softmax(model(view).float(), dim=1)[0].cpu()
-        results.append(WindowScores(start / fps, end / fps, probs))
+        results.append(WindowScores(start / fps, (start + count) / fps, probs))
 
-    for index, frame in enumerate(tqdm(frames, desc=path.name, unit="frame", disable=not progress, leave=False)):
-        seen = index + 1
-        while next_start <= index:
-            open_windows.append({"start": next_start, "wanted": window_indices(next_start, length, clip.clip_len,
-                                                                               clip.frame_interval), "kept": {}})
-            next_start += step
-        for w in open_windows:
-            if index in w["wanted"]:
-                w["kept"][index] = frame
-        for w in [w for w in open_windows if w["wanted"][-1] == index]:
-            score(w["start"], torch.from_numpy(np.stack([w["kept"][i] for i in w["wanted"]])), w["start"] + length)
-            open_windows.remove(w)
+    for frame in tqdm(frames, desc=path.name, unit="frame", disable=not progress, leave=False):
+        pending.append(frame)
+        seen += 1
+        if len(pending) == PENDING_FRAMES:
+            flush()
+        start = seen - length                                # the window that ends with this frame
+        if start >= 0 and start % step == 0:
+            score(start, length)
     if not seen:
         raise VideoDecodeError(path, "no frame could be decoded")
-    if not results:
-        # Shorter than one window: one window over every frame that decoded (a second, short read).
-        decoded = read_video(path, lambda count: window_indices(0, seen, clip.clip_len, clip.frame_interval),
-                             "pyav", num_frames=seen)
-        score(0, decoded.frames, seen)
+    if seen < length:
+        score(0, seen)                                       # shorter than one window: one window over it all
+    elif (seen - length) % step:
+        score(seen - length, length)                         # the tail: a last window aligned to the end
     return results
 
 
@@ -143,16 +160,19 @@ def write_windows_csv(windows: list[WindowScores], classes: list[str], path: Pat
 
 
 def plot_timeline(windows: list[WindowScores], classes: list[str], path: Path, top: int = 5) -> None:
-    """The probabilities of the video's ``top`` classes over time (window centres), as a PNG."""
-    import matplotlib  # noqa: PLC0415
+    """The probabilities of the video's ``top`` classes over time (window centres), as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    It draws on its own ``Figure`` with an Agg canvas: pyplot and the global backend are left alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     probs = torch.stack([w.probs for w in windows])
     centres = [(w.start + w.end) / 2 for w in windows]
     shown = probs.mean(0).topk(min(top, len(classes))).indices.tolist()
-    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.25 * len(windows) + 4)), 3.5))
+    fig = Figure(figsize=(max(6.0, min(20.0, 0.25 * len(windows) + 4)), 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for c in shown:
         ax.plot(centres, probs[:, c].tolist(), marker="o", markersize=3, label=classes[c])
     ax.set(xlabel="time (s, window centre)", ylabel="probability", ylim=(0, 1),
@@ -160,18 +180,24 @@ def plot_timeline(windows: list[WindowScores], classes: list[str], path: Path, t
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def segments(windows: list[WindowScores], classes: list[str]) -> list[tuple[float, float, str]]:
-    """Runs of windows with the same top class, as (start, end, class): the timeline's segments."""
+    """The timeline's segments: runs of the same top class, as (start, end, class), that do not overlap.
+
+    Each moment goes to the window whose centre is nearest: windows (in order of their start) split the
+    time between them at the midpoints of their centres, the first from its start and the last to its
+    end. The segments therefore tile [first start, last end] exactly.
+    """
+    centres = [(w.start + w.end) / 2 for w in windows]
+    bounds = [windows[0].start, *[(a + b) / 2 for a, b in zip(centres, centres[1:])], windows[-1].end]
     runs: list[tuple[float, float, str]] = []
-    for w in windows:
+    for k, w in enumerate(windows):
         name = classes[int(w.probs.argmax())]
         if runs and runs[-1][2] == name:
-            runs[-1] = (runs[-1][0], w.end, name)
+            runs[-1] = (runs[-1][0], bounds[k + 1], name)
         else:
-            runs.append((w.start, w.end, name))
+            runs.append((bounds[k], bounds[k + 1], name))
     return runs
 
 
