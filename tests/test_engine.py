@@ -54,6 +54,20 @@ def test_resume_matches_an_uninterrupted_run(synth, tmp_path):
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
 
 
+
+def test_resume_after_an_epoch_is_exact_with_gradient_accumulation(synth, tmp_path):
+    # 3 batches per epoch and a step every 2: the third batch's gradient must be stepped (or dropped)
+    # within its epoch, never carried into the next one, where a resumed run would not have it.
+    # A constant LR (no warmup, min_lr = lr) gives 1 and 2 epochs the same schedule.
+    settings = ("train.accumulate=2", "optim.warmup_epochs=0", "optim.min_lr=0.05", "train.val_every=0")
+    whole = train(tiny(synth, tmp_path / "a", *settings))
+    train(tiny(synth, tmp_path / "b", *settings, "train.epochs=1"))
+    resumed = train(tiny(synth, tmp_path / "b", *settings, "resume=auto"))
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(resumed / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 4     # 2 steps per epoch: 2 batches, then 1
+
 def test_persistent_workers_train_on_each_epochs_clips(synth, tmp_path):
     # Training workers are forked once and keep their own copy of the dataset: the epoch must travel
     # with each sampled key, or epoch 2 would repeat epoch 1's clips (and differ from num_workers=0).

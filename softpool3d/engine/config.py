@@ -74,7 +74,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 16                # per process
-    accumulate: int = 1                 # optimizer step every N batches
+    accumulate: int = 1                 # optimizer step every N batches, and after the last of each epoch
     label_smoothing: float = 0.0
     clip_grad_norm: Optional[float] = None
     amp: str = "none"                   # none | bf16 | fp16 (fp16 needs a GPU and uses a GradScaler)

@@ -115,10 +115,7 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
     sampler = train_sampler(seeded, config, ctx.rank, ctx.world_size)
     order = EpochOrder(sampler)
     batches_per_epoch = len(sampler) // config.train.batch_size
-    steps_per_epoch = batches_per_epoch // config.train.accumulate
-    if steps_per_epoch < 1:
-        raise DataError(f"one epoch has {batches_per_epoch} batches, fewer than train.accumulate="
-                        f"{config.train.accumulate}")
+    steps_per_epoch = steps_in_epoch(batches_per_epoch, config.train.accumulate)
 
     model = model_from_config(config, len(classes))
     if config.model.pretrained:
@@ -163,6 +160,21 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
     return run
 
 
+def steps_in_epoch(batches: int, accumulate: int) -> int:
+    """Optimizer steps per epoch: one per ``accumulate`` batches, and one more for a partial group at the end."""
+    return -(-batches // accumulate)
+
+
+def group_size(batch_index: int, batches: int, accumulate: int) -> int:
+    """How many batches the accumulation group of batch ``batch_index`` has (fewer in an epoch's last group).
+
+    No gradient outlives its epoch: an epoch's last batch always steps, so a run resumed at an epoch
+    boundary continues exactly as the uninterrupted run does.
+    """
+    first = batch_index - batch_index % accumulate
+    return min(accumulate, batches - first)
+
+
 def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
     """Train epoch ``run.epoch`` (from ``run.skip_batches`` on a resume).
 
@@ -182,13 +194,14 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
             seed_step(config.seed, ctx.rank, epoch, batch_index)
             video = batch["video"].to(ctx.device, non_blocking=True).contiguous(memory_format=run.memory_format)
             label = batch["label"].to(ctx.device, non_blocking=True)
-            stepping = (batch_index + 1) % accumulate == 0
+            group = group_size(batch_index, run.batches_per_epoch, accumulate)
+            stepping = (batch_index + 1) % accumulate == 0 or batch_index + 1 == run.batches_per_epoch
             sync = contextlib.nullcontext() if stepping or ctx.world_size == 1 else run.net.no_sync()
             with sync:
                 with autocast(ctx.device, config.train.amp):
                     logits = run.net(video)
                     loss = run.criterion(logits.float(), label)
-                run.scaler.scale(loss / accumulate).backward()
+                run.scaler.scale(loss / group).backward()     # the group's mean gradient
             if stepping:
                 optimizer_step(run)
             n = label.numel()
