@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..datasets import HMDB51, UCF101, ClipConfig, Kinetics, VideoDataset, VideoFolder, VideoList, collate_clips
+from ..datasets.io import available_backends
 from ..datasets.kinetics import read_class_list
 from ..datasets.synthetic import make_synthmotion
 from .host import release_freed_memory
@@ -52,6 +53,14 @@ def ensure_synthmotion(config: DictConfig) -> None:
         raise DataError(f"SynthMotion is not under data.root={root}; set data.generate=true to make it")
     # One process per core: generation comes before any training step, so it has the machine to itself.
     make_synthmotion(root, videos_per_class=config.data.synth_videos_per_class, seed=0, workers=os.cpu_count() or 1)
+
+
+def check_backend(config: DictConfig) -> None:
+    """A ``DataError`` unless the decoder ``data.backend`` names works here (decord and torchcodec are optional)."""
+    backend = config.data.backend
+    if backend != "auto" and backend not in available_backends():
+        raise DataError(f"data.backend={backend} is not available here (pip install {backend}); "
+                        f"available: auto, {', '.join(available_backends())}")
 
 
 def _required(config: DictConfig, key: str) -> str:

@@ -30,8 +30,8 @@ from .builders import build_optimizer, model_from_config, warmup_cosine
 from .checkpoint import (CheckpointError, load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state,
                          unwrap)
 from .config import ConfigError, save_config, to_plain
-from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_classes, ensure_synthmotion, loader,
-                   stop_workers, train_sampler)
+from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_backend, check_classes,
+                   ensure_synthmotion, loader, stop_workers, train_sampler)
 from .evaluate import autocast, validate
 from .plots import plot_curves
 
@@ -98,6 +98,7 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
     """Data, model, optimizer, schedule and resume; every data problem surfaces here, before training."""
     if config.train.amp == "fp16" and ctx.device.type != "cuda":
         raise ConfigError("train.amp=fp16 needs a CUDA GPU (it uses a GradScaler); on the CPU use bf16 or none")
+    check_backend(config)
     folder = run_dir(config)
     torch.manual_seed(config.seed)
     if config.data.dataset == "synthmotion":
@@ -217,6 +218,7 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
                 run.writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.step)
             if stepping and config.train.stop_after_steps and run.step >= config.train.stop_after_steps:
                 if ctx.is_main:
+                    save_config(config, run.folder / "config.yaml")
                     save_checkpoint(run.checkpoint(batch_index + 1), run.folder / "last.pt")
                     logger.info("stopped after %d steps as train.stop_after_steps asks; last.pt saved", run.step)
                 return sums, True
@@ -259,6 +261,7 @@ def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
         if improved:
             run.best, run.best_epoch = record["val_top1"], epoch
         state = run.checkpoint(0)
+        save_config(config, run.folder / "config.yaml")
         save_checkpoint(state, run.folder / "last.pt")
         if improved:
             save_checkpoint(state, run.folder / "best.pt")
@@ -287,7 +290,9 @@ def train(config: DictConfig) -> Path:
         run = prepare(config, ctx)
         if ctx.is_main:
             run.folder.mkdir(parents=True, exist_ok=True)
-            save_config(config, run.folder / "config.yaml")
+            # An existing run's config.yaml is replaced together with its last.pt, never by a start that fails.
+            if not (run.folder / "config.yaml").exists():
+                save_config(config, run.folder / "config.yaml")
             run.writer = SummaryWriter(str(run.folder / "tb"))
             logger.info("run folder %s: %s (%s pool), %d classes, %d train / %d val videos, %d batches per epoch",
                         run.folder, config.model.name, config.model.pool, len(run.classes), len(run.batches.dataset),
