@@ -200,16 +200,25 @@ def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConf
     Training workers persist across epochs (stop them with ``stop_workers``): they are forked once,
     before the first step. Forked workers share every mapped page of this process, and each shared
     page the training step then writes is copied (a copy-on-write fault); so they are forked as few
-    times as possible, and after the heap's free pages are handed back (``release_freed_memory``).
+    times as possible, and right after the heap's free pages are handed back
+    (``release_memory_before_fork``, called before iterating).
     """
     workers = config.data.num_workers
-    if workers > 0:
-        release_freed_memory()      # the workers fork from this process when iteration starts
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
         pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=train and workers > 0,
         prefetch_factor=2 if workers > 0 else None,
     )
+
+
+def release_memory_before_fork(batches: DataLoader) -> None:
+    """Hand the heap's free pages back to the kernel when iterating ``batches`` next forks its workers.
+
+    Call it right before iterating: the workers then share none of the freed pages (see
+    ``host.release_freed_memory``). Persistent workers that already run fork nothing: it does nothing then.
+    """
+    if batches.num_workers > 0 and getattr(batches, "_iterator", None) is None:
+        release_freed_memory()
 
 
 def stop_workers(batches: DataLoader) -> None:

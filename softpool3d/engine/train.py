@@ -31,7 +31,7 @@ from .checkpoint import (CheckpointError, load_checkpoint, load_pretrained, rng_
                          unwrap)
 from .config import ConfigError, save_config, to_plain
 from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_backend, check_classes,
-                   ensure_synthmotion, loader, stop_workers, train_sampler)
+                   ensure_synthmotion, loader, release_memory_before_fork, stop_workers, train_sampler)
 from .evaluate import autocast, validate
 from .plots import plot_curves
 
@@ -185,6 +185,7 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
     config, ctx = run.config, run.ctx
     epoch, first, accumulate = run.epoch, run.skip_batches, config.train.accumulate
     run.order.start(epoch, skip=first * config.train.batch_size)
+    release_memory_before_fork(run.batches)
     run.net.train()
     sums = torch.zeros(3, dtype=torch.float64)         # loss * n, correct, n
     started = time.perf_counter()
@@ -276,15 +277,25 @@ def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
     distributed.barrier()
 
 
+def reuse_freed_memory_for(config: DictConfig) -> bool:
+    """For a process that is one training run and nothing else (``tools/train.py``): on the CPU with
+    ``train.reuse_freed_memory``, glibc keeps freed memory for the next step (``host.reuse_freed_memory``).
+
+    It changes the whole process's allocator for good, so ``train()`` itself never applies it: a notebook
+    that trains gets its freed memory back as before. Returns True when applied.
+    """
+    on_cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
+    return on_cpu and config.train.reuse_freed_memory and host.reuse_freed_memory()
+
+
 def train(config: DictConfig) -> Path:
     """Run the experiment ``config`` describes; returns the run folder.
 
     The process group, the TensorBoard writer and the data workers are torn down on every exit:
-    the end, ``train.stop_after_steps``, an exception or Ctrl-C.
+    the end, ``train.stop_after_steps``, an exception or Ctrl-C. Process-wide settings are left as
+    they were (see ``reuse_freed_memory_for``).
     """
     ctx = distributed.setup(config.train.device)
-    if ctx.device.type == "cpu" and config.train.reuse_freed_memory:
-        host.reuse_freed_memory()
     run = None
     try:
         run = prepare(config, ctx)
