@@ -18,6 +18,7 @@ from softpool3d.engine import DataError, load_checkpoint, load_config, run_test,
 from softpool3d.engine import distributed, host
 from softpool3d.engine.builders import build_optimizer
 from softpool3d.engine.config import to_plain
+from softpool3d.engine.evaluate import validate
 from softpool3d.engine.data import EpochOrder, SeededSamples, build_dataset, loader, stop_workers, train_sampler
 from softpool3d.engine.study import run_study
 from softpool3d.models import build_model
@@ -310,6 +311,13 @@ def test_torchrun_two_processes_train_in_sync_and_test_counts_each_video_once(sy
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     model = build_model("r3d_10", num_classes=3, pool="soft")
     model.load_state_dict(state["model"])
+    # Both ranks validated with the checkpoint's model (rank 0's BatchNorm statistics included):
+    # the saved model alone gives the same validation.
+    config = load_config(ROOT / "configs" / "synthmotion.yaml", overrides)
+    alone = validate(model, build_dataset(config, "val", on_error="skip"), config, distributed.setup("cpu"))
+    assert alone["val_videos"] == 9
+    assert alone["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5, abs=1e-6)
+    assert alone["val_top1"] == record["val_top1"]
 
     done = torchrun("test.py", "--config", str(ROOT / "configs" / "synthmotion.yaml"), "--checkpoint",
                      str(tmp_path / "ddp" / "last.pt"), *overrides, cwd=tmp_path)

@@ -82,7 +82,7 @@ class TrainConfig:
     amp: str = "none"                   # none | bf16 | fp16 (fp16 needs a GPU and uses a GradScaler)
     channels_last: bool = False         # channels_last_3d memory format for model and clips
     compile: bool = False               # torch.compile the model
-    reuse_freed_memory: bool = True     # CPU: glibc keeps freed memory for reuse (see engine/host.py)
+    reuse_freed_memory: bool = True     # CPU, tools/train.py: glibc keeps freed memory for reuse (engine/host.py)
     device: str = "auto"                # auto | cpu | cuda
     scale_lr: bool = True               # lr *= total batch / 64
     val_every: int = 1                  # epochs between clip-level validations (0: never)

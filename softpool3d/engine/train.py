@@ -49,12 +49,26 @@ def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
     random.seed(value)
 
 
-def parameters_in_sync(model: nn.Module, device: torch.device) -> bool:
-    """True when every rank holds the same weights (compares a float64 checksum of all parameters)."""
+def model_in_sync(model: nn.Module) -> bool:
+    """True when every rank holds the same weights and buffers (BatchNorm statistics): compares a float64
+    checksum of each."""
+    bare = unwrap(model)
     with torch.no_grad():
-        checksum = sum(float(p.double().sum()) + float((p.double() ** 2).sum()) for p in unwrap(model).parameters())
-    values = distributed.gather_objects(checksum)
+        checksums = [sum(float(t.double().sum()) + float((t.double() ** 2).sum()) for t in tensors)
+                     for tensors in (bare.parameters(), bare.buffers())]
+    values = distributed.gather_objects(checksums)
     return all(v == values[0] for v in values)
+
+
+def share_buffers_of_rank_0(model: nn.Module) -> None:
+    """Every rank takes rank 0's buffers. DDP sends them at the start of each training forward, and
+    that forward then updates each rank's BatchNorm statistics from its own batch; so after the last
+    step they differ, and validation would run each shard through another model than the one saved."""
+    if not torch.distributed.is_initialized():
+        return
+    with torch.no_grad():
+        for buffer in unwrap(model).buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 @dataclass
@@ -238,7 +252,8 @@ def optimizer_step(run: Run) -> None:
 
 
 def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
-    """Validate (every ``train.val_every`` epochs and after the last), check DDP sync, checkpoint and log.
+    """Validate (every ``train.val_every`` epochs and after the last) with rank 0's buffers on every rank,
+    check that the ranks hold one model, checkpoint and log.
 
     best.pt is written only for a validated epoch that improves clip top-1; its ``best_epoch`` names it.
     """
@@ -248,11 +263,12 @@ def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
     record = {"epoch": epoch, "step": run.step, "lr": run.scheduler.get_last_lr()[0],
               "train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
               "train_clips": int(count), "epoch_seconds": round(seconds, 1)}
+    share_buffers_of_rank_0(run.model)      # validate and save one model
     if config.train.val_every and (epoch % config.train.val_every == 0 or epoch == config.train.epochs):
         val = validate(run.net, run.val_set, config, ctx)
         if val is not None:
             record.update(val)
-    record["ranks_in_sync"] = parameters_in_sync(run.model, ctx.device)
+    record["ranks_in_sync"] = model_in_sync(run.model)
     if not record["ranks_in_sync"]:        # every rank sees the gathered checksums, so every rank stops
         raise RuntimeError(f"the processes' weights differ after epoch {epoch}; DDP is out of sync")
     run.epoch, run.skip_batches = epoch, 0
