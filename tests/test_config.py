@@ -62,6 +62,15 @@ def test_overrides_and_bases(tmp_path):
     ("data.flip_pairs=[]", "data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's labels"),
     ("test.views=10", "CLIPSxCROPS"),
     ("optim.lr", "must look like key=value"),
+    ("model.name=r3d_19", "model.name='r3d_19' is not one of c3d, i3d_r50"),
+    ("model.name=resnet18", "model.name='resnet18' is not one of"),        # an image model
+    ("train.log_every=0", "train.log_every must be >= 1"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    ("data.min_area=0", "data.min_area must be in (0, 1]"),
+    ("model.dropout=1.0", "model.dropout must be < 1"),
+    ("data.crop_size=80", "data.crop_size=80 is larger than data.short_side=64"),
+    ("data.synth_videos_per_class=5", "data.synth_videos_per_class must be >= 10"),
+    ("train.clip_grad_norm=0", "train.clip_grad_norm must be > 0"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -18,6 +18,7 @@ from softpool3d.engine import DataError, load_checkpoint, load_config, run_test,
 from softpool3d.engine import distributed, host
 from softpool3d.engine.builders import build_optimizer
 from softpool3d.engine.config import to_plain
+from softpool3d.engine.evaluate import validate
 from softpool3d.engine.data import EpochOrder, SeededSamples, build_dataset, loader, stop_workers, train_sampler
 from softpool3d.engine.study import run_study
 from softpool3d.models import build_model
@@ -53,6 +54,20 @@ def test_resume_matches_an_uninterrupted_run(synth, tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
 
+
+
+def test_resume_after_an_epoch_is_exact_with_gradient_accumulation(synth, tmp_path):
+    # 3 batches per epoch and a step every 2: the third batch's gradient must be stepped (or dropped)
+    # within its epoch, never carried into the next one, where a resumed run would not have it.
+    # A constant LR (no warmup, min_lr = lr) gives 1 and 2 epochs the same schedule.
+    settings = ("train.accumulate=2", "optim.warmup_epochs=0", "optim.min_lr=0.05", "train.val_every=0")
+    whole = train(tiny(synth, tmp_path / "a", *settings))
+    train(tiny(synth, tmp_path / "b", *settings, "train.epochs=1"))
+    resumed = train(tiny(synth, tmp_path / "b", *settings, "resume=auto"))
+    a, b = load_checkpoint(whole / "last.pt"), load_checkpoint(resumed / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 4     # 2 steps per epoch: 2 batches, then 1
 
 def test_persistent_workers_train_on_each_epochs_clips(synth, tmp_path):
     # Training workers are forked once and keep their own copy of the dataset: the epoch must travel
@@ -296,6 +311,13 @@ def test_torchrun_two_processes_train_in_sync_and_test_counts_each_video_once(sy
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     model = build_model("r3d_10", num_classes=3, pool="soft")
     model.load_state_dict(state["model"])
+    # Both ranks validated with the checkpoint's model (rank 0's BatchNorm statistics included):
+    # the saved model alone gives the same validation.
+    config = load_config(ROOT / "configs" / "synthmotion.yaml", overrides)
+    alone = validate(model, build_dataset(config, "val", on_error="skip"), config, distributed.setup("cpu"))
+    assert alone["val_videos"] == 9
+    assert alone["val_loss"] == pytest.approx(record["val_loss"], rel=1e-5, abs=1e-6)
+    assert alone["val_top1"] == record["val_top1"]
 
     done = torchrun("test.py", "--config", str(ROOT / "configs" / "synthmotion.yaml"), "--checkpoint",
                      str(tmp_path / "ddp" / "last.pt"), *overrides, cwd=tmp_path)

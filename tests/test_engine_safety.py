@@ -15,6 +15,7 @@ from torch import nn
 import softpool3d as sp
 from softpool3d.engine import ConfigError, load_checkpoint, model_from_checkpoint, run_test, save_checkpoint, train
 from softpool3d.engine.checkpoint import set_rng_state
+from softpool3d.datasets.io import available_backends
 from softpool3d.engine.config import to_plain
 from softpool3d.models import build_model, has_downsampling_pools, list_models
 from softpool3d.ops import _registration
@@ -221,3 +222,32 @@ def test_pool_warns_where_it_changes_nothing(name):
         assert messages == []
     else:
         assert len(messages) == 1 and name in messages[0] and "head_pool is its only SoftPool site" in messages[0]
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_start_is_one_line_and_leaves_an_existing_run_alone(synth, tmp_path):
+    folder = train(tiny(synth, tmp_path, "train.stop_after_steps=1"))
+    before = _snapshot(folder)
+    assert {"config.yaml", "last.pt"} <= {p.name for p in before}
+    overrides = [f"data.root={synth}", f"output_dir={tmp_path}", "name=tiny", "model.name=r3d_10",
+                 "data.clip_len=4", "data.frame_interval=1", "data.short_side=32", "data.crop_size=32",
+                 "data.num_workers=2", "train.batch_size=4", "train.progress=false"]
+    bad = {"model.name=r3d_19": "error: model.name='r3d_19' is not one of c3d, "}
+    if "decord" not in available_backends():
+        bad["data.backend=decord"] = "error: data.backend=decord is not available here (pip install decord)"
+    for setting, message in bad.items():
+        done = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--config",
+                               str(ROOT / "configs" / "synthmotion.yaml"), *overrides, setting],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(message), setting
+        assert _snapshot(folder) == before, setting
+    # A start that fails in its first step (i3d_r50 cannot pool a 1-frame clip) rewrites nothing either.
+    with pytest.raises(ValueError, match="output size would be"):
+        train(tiny(synth, tmp_path, "model.name=i3d_r50", "data.clip_len=1"))
+    after = _snapshot(folder)
+    assert {name: after[name] for name in before} == before
+    assert all(name.parts[0] == "tb" for name in set(after) - set(before))    # only a new TensorBoard file

@@ -24,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from softpool3d.engine import load_config  # noqa: E402
 from softpool3d.engine.study import run_study, table  # noqa: E402
+from softpool3d.engine.train import reuse_freed_memory_for  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,6 +42,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
+        reuse_freed_memory_for(load_config(args.config, args.overrides))   # this process only trains the study
         report = run_study(args.config, args.out, args.models, args.pools, args.seeds, args.overrides,
                            args.keep_checkpoints)
     except ValueError as error:

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from softpool3d.engine import CheckpointError, ConfigError, DataError, load_config, run_test  # noqa: E402
+from softpool3d.engine.data import check_backend  # noqa: E402
 from softpool3d.engine.evaluate import format_table  # noqa: E402
 
 
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config, args.overrides)
+        check_backend(config)
         done = run_test(config, args.checkpoint)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from softpool3d.engine import CheckpointError, ConfigError, DataError, load_config, train  # noqa: E402
+from softpool3d.engine.train import reuse_freed_memory_for  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config, args.overrides)
+        reuse_freed_memory_for(config)      # this process is this one run: its allocator settings may change
         folder = train(config)
     except (ConfigError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)

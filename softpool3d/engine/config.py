@@ -21,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..datasets.io import BACKENDS as DECODER_BACKENDS
+from ..models import list_models
 from ..nn import POOL_KINDS
 
 DATASETS = ("synthmotion", "ucf101", "hmdb51", "kinetics", "list", "folder")
+SYNTHMOTION_GROUPS = 10                 # make_synthmotion's default: groups 1-3 test, 4-10 train
 
 
 @dataclass
@@ -74,13 +76,13 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 16                # per process
-    accumulate: int = 1                 # optimizer step every N batches
+    accumulate: int = 1                 # optimizer step every N batches, and after the last of each epoch
     label_smoothing: float = 0.0
     clip_grad_norm: Optional[float] = None
     amp: str = "none"                   # none | bf16 | fp16 (fp16 needs a GPU and uses a GradScaler)
     channels_last: bool = False         # channels_last_3d memory format for model and clips
     compile: bool = False               # torch.compile the model
-    reuse_freed_memory: bool = True     # CPU: glibc keeps freed memory for reuse (see engine/host.py)
+    reuse_freed_memory: bool = True     # CPU, tools/train.py: glibc keeps freed memory for reuse (engine/host.py)
     device: str = "auto"                # auto | cpu | cuda
     scale_lr: bool = True               # lr *= total batch / 64
     val_every: int = 1                  # epochs between clip-level validations (0: never)
@@ -204,6 +206,7 @@ def load_config(path: Union[str, Path, None] = None, overrides: Sequence[str] = 
 def check(config: DictConfig) -> None:
     """Value checks the types cannot express."""
     choices = {
+        "model.name": (config.model.name, list_models("video")),
         "data.dataset": (config.data.dataset, DATASETS),
         "model.pool": (config.model.pool, POOL_KINDS),
         "model.head_pool": (config.model.head_pool, POOL_KINDS),
@@ -219,11 +222,40 @@ def check(config: DictConfig) -> None:
     positive = {"train.epochs": config.train.epochs, "train.batch_size": config.train.batch_size,
                 "train.accumulate": config.train.accumulate, "data.clip_len": config.data.clip_len,
                 "data.frame_interval": config.data.frame_interval, "test.batch_size": config.test.batch_size}
+    positive.update({"data.short_side": config.data.short_side, "data.crop_size": config.data.crop_size,
+                     "train.log_every": config.train.log_every, "data.fold": config.data.fold})
+    if config.train.stop_after_steps is not None:
+        positive["train.stop_after_steps"] = config.train.stop_after_steps
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be >= 1, got {value}")
+    not_negative = {"data.num_workers": config.data.num_workers, "train.val_every": config.train.val_every,
+                    "optim.momentum": config.optim.momentum, "optim.weight_decay": config.optim.weight_decay,
+                    "optim.warmup_epochs": config.optim.warmup_epochs, "optim.min_lr": config.optim.min_lr,
+                    "model.dropout": config.model.dropout, "train.label_smoothing": config.train.label_smoothing}
+    for key, value in not_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
     if config.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    in_unit_interval = {"data.min_area": config.data.min_area,
+                        "optim.warmup_start_factor": config.optim.warmup_start_factor}
+    for key, value in in_unit_interval.items():
+        if not 0 < value <= 1:
+            raise ConfigError(f"{key} must be in (0, 1], got {value}")
+    if config.model.dropout >= 1 or config.train.label_smoothing > 1:
+        raise ConfigError("model.dropout must be < 1 and train.label_smoothing <= 1, got "
+                          f"{config.model.dropout} and {config.train.label_smoothing}")
+    if config.train.clip_grad_norm is not None and config.train.clip_grad_norm <= 0:
+        raise ConfigError(f"train.clip_grad_norm must be > 0 (or null for none), got {config.train.clip_grad_norm}")
+    if config.data.crop_size > config.data.short_side:
+        raise ConfigError(f"data.crop_size={config.data.crop_size} is larger than data.short_side="
+                          f"{config.data.short_side}, the size frames are resized to before cropping")
+    if config.data.dataset in ("ucf101", "hmdb51") and config.data.fold not in (1, 2, 3):
+        raise ConfigError(f"data.fold={config.data.fold}: {config.data.dataset} has official folds 1, 2 and 3")
+    if config.data.dataset == "synthmotion" and config.data.synth_videos_per_class < SYNTHMOTION_GROUPS:
+        raise ConfigError(f"data.synth_videos_per_class must be >= {SYNTHMOTION_GROUPS} (one video per group), "
+                          f"got {config.data.synth_videos_per_class}")
     if config.data.dataset == "synthmotion" and config.data.flip and not config.data.flip_pairs:
         raise ConfigError("data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's "
                           "labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); name them "

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..datasets import HMDB51, UCF101, ClipConfig, Kinetics, VideoDataset, VideoFolder, VideoList, collate_clips
+from ..datasets.io import available_backends
 from ..datasets.kinetics import read_class_list
 from ..datasets.video_dataset import log_failures
 from ..datasets.synthetic import make_synthmotion
@@ -53,6 +54,14 @@ def ensure_synthmotion(config: DictConfig) -> None:
         raise DataError(f"SynthMotion is not under data.root={root}; set data.generate=true to make it")
     # One process per core: generation comes before any training step, so it has the machine to itself.
     make_synthmotion(root, videos_per_class=config.data.synth_videos_per_class, seed=0, workers=os.cpu_count() or 1)
+
+
+def check_backend(config: DictConfig) -> None:
+    """A ``DataError`` unless the decoder ``data.backend`` names works here (decord and torchcodec are optional)."""
+    backend = config.data.backend
+    if backend != "auto" and backend not in available_backends():
+        raise DataError(f"data.backend={backend} is not available here (pip install {backend}); "
+                        f"available: auto, {', '.join(available_backends())}")
 
 
 def _required(config: DictConfig, key: str) -> str:
@@ -210,16 +219,25 @@ def loader(dataset: Dataset, sampler: Sampler, batch_size: int, config: DictConf
     Training workers persist across epochs (stop them with ``stop_workers``): they are forked once,
     before the first step. Forked workers share every mapped page of this process, and each shared
     page the training step then writes is copied (a copy-on-write fault); so they are forked as few
-    times as possible, and after the heap's free pages are handed back (``release_freed_memory``).
+    times as possible, and right after the heap's free pages are handed back
+    (``release_memory_before_fork``, called before iterating).
     """
     workers = config.data.num_workers
-    if workers > 0:
-        release_freed_memory()      # the workers fork from this process when iteration starts
     return ReportingLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_clips,
         pin_memory=torch.cuda.is_available(), drop_last=train, persistent_workers=train and workers > 0,
         prefetch_factor=2 if workers > 0 else None,
     )
+
+
+def release_memory_before_fork(batches: DataLoader) -> None:
+    """Hand the heap's free pages back to the kernel when iterating ``batches`` next forks its workers.
+
+    Call it right before iterating: the workers then share none of the freed pages (see
+    ``host.release_freed_memory``). Persistent workers that already run fork nothing: it does nothing then.
+    """
+    if batches.num_workers > 0 and getattr(batches, "_iterator", None) is None:
+        release_freed_memory()
 
 
 def stop_workers(batches: DataLoader) -> None:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import unwrap
-from .data import Shard, loader
+from .data import Shard, loader, release_memory_before_fork
 from .plots import plot_confusion
 
 
@@ -182,6 +182,7 @@ def validate(model: nn.Module, dataset, config: DictConfig, ctx: distributed.Con
     """Clip-level accuracy and loss on the held-out split (one centre view per video); None off rank 0."""
     shard = loader(dataset, Shard(len(dataset), ctx.rank, ctx.world_size), config.test.batch_size, config,
                    train=False)
+    release_memory_before_fork(shard)
     scores = score_videos(unwrap(model), shard, ctx.device, amp=config.train.amp,
                           channels_last=config.train.channels_last, progress=ctx.is_main and config.train.progress)
     if scores is None:

@@ -1,4 +1,4 @@
-"""The pictures a run writes: training curves and the test confusion matrix (matplotlib, Agg)."""
+"""The pictures a run writes: training curves and the test confusion matrix (matplotlib Figures on the Agg canvas)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,22 @@ from pathlib import Path
 import torch
 
 
+def agg_figure(**kwargs):
+    """A matplotlib Figure drawn by the Agg canvas; pyplot and its global backend are left as they are
+    (a notebook keeps its own), and nothing needs closing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch (train, and val where validated) from metrics.jsonl records, as a PNG."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = agg_figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     if any("val_loss" in h for h in history):
         val = [h for h in history if "val_loss" in h]
@@ -28,20 +35,15 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax_acc.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
     """A (num_classes, num_classes) count matrix, rows normalised, as a PNG (counts shown up to 25 classes)."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     n = len(classes)
     rows = confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)
     size = min(4 + 0.35 * n, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = agg_figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -57,4 +59,3 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
                                 color="white" if rows[i, j] > 0.5 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -24,6 +24,7 @@ from scipy import stats
 
 from .config import load_config
 from .inference import run_test
+from .plots import agg_figure
 from .train import train
 
 # What each model changes in the recipe (the main job's config), and why.
@@ -143,16 +144,11 @@ def table(rows: list[dict], differences: Sequence[dict] = ()) -> str:
 
 def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path) -> None:
     """Left: video top-1 per model and pool (bars: mean ± std; dots: seeds). Right: the paired differences."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     models = list(dict.fromkeys(r["model"] for r in rows))
     pools = list(dict.fromkeys(r["pool"] for r in rows))
     width = 0.8 / len(pools)
-    fig, (ax, right) = plt.subplots(1, 2, figsize=(4.0 + 1.8 * len(models) + 0.9 * max(len(differences), 1), 3.8),
-                                    gridspec_kw={"width_ratios": [1.2 + len(models), 0.6 + max(len(differences), 1)]})
+    fig = agg_figure(figsize=(4.0 + 1.8 * len(models) + 0.9 * max(len(differences), 1), 3.8))
+    ax, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2 + len(models), 0.6 + max(len(differences), 1)]})
     for i, pool in enumerate(pools):
         picked = [next((r for r in rows if r["model"] == m and r["pool"] == pool), None) for m in models]
         xs = [j + (i - (len(pools) - 1) / 2) * width for j in range(len(models))]
@@ -174,7 +170,6 @@ def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path) -> None
     right.set(ylabel="points of video top-1", title="paired by seed")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def run_study(config_path: str, out: Path, models: Sequence[str], pools: Sequence[str], seeds: Sequence[int],

@@ -30,8 +30,8 @@ from .builders import build_optimizer, model_from_config, warmup_cosine
 from .checkpoint import (CheckpointError, load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state,
                          unwrap)
 from .config import ConfigError, save_config, to_plain
-from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_classes, ensure_synthmotion, loader,
-                   stop_workers, train_sampler)
+from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_backend, check_classes,
+                   ensure_synthmotion, loader, release_memory_before_fork, stop_workers, train_sampler)
 from .evaluate import autocast, validate
 from .plots import plot_curves
 
@@ -49,12 +49,26 @@ def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
     random.seed(value)
 
 
-def parameters_in_sync(model: nn.Module, device: torch.device) -> bool:
-    """True when every rank holds the same weights (compares a float64 checksum of all parameters)."""
+def model_in_sync(model: nn.Module) -> bool:
+    """True when every rank holds the same weights and buffers (BatchNorm statistics): compares a float64
+    checksum of each."""
+    bare = unwrap(model)
     with torch.no_grad():
-        checksum = sum(float(p.double().sum()) + float((p.double() ** 2).sum()) for p in unwrap(model).parameters())
-    values = distributed.gather_objects(checksum)
+        checksums = [sum(float(t.double().sum()) + float((t.double() ** 2).sum()) for t in tensors)
+                     for tensors in (bare.parameters(), bare.buffers())]
+    values = distributed.gather_objects(checksums)
     return all(v == values[0] for v in values)
+
+
+def share_buffers_of_rank_0(model: nn.Module) -> None:
+    """Every rank takes rank 0's buffers. DDP sends them at the start of each training forward, and
+    that forward then updates each rank's BatchNorm statistics from its own batch; so after the last
+    step they differ, and validation would run each shard through another model than the one saved."""
+    if not torch.distributed.is_initialized():
+        return
+    with torch.no_grad():
+        for buffer in unwrap(model).buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 @dataclass
@@ -98,6 +112,7 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
     """Data, model, optimizer, schedule and resume; every data problem surfaces here, before training."""
     if config.train.amp == "fp16" and ctx.device.type != "cuda":
         raise ConfigError("train.amp=fp16 needs a CUDA GPU (it uses a GradScaler); on the CPU use bf16 or none")
+    check_backend(config)
     folder = run_dir(config)
     torch.manual_seed(config.seed)
     if config.data.dataset == "synthmotion":
@@ -115,10 +130,7 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
     sampler = train_sampler(seeded, config, ctx.rank, ctx.world_size)
     order = EpochOrder(sampler)
     batches_per_epoch = len(sampler) // config.train.batch_size
-    steps_per_epoch = batches_per_epoch // config.train.accumulate
-    if steps_per_epoch < 1:
-        raise DataError(f"one epoch has {batches_per_epoch} batches, fewer than train.accumulate="
-                        f"{config.train.accumulate}")
+    steps_per_epoch = steps_in_epoch(batches_per_epoch, config.train.accumulate)
 
     model = model_from_config(config, len(classes))
     if config.model.pretrained:
@@ -163,6 +175,21 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
     return run
 
 
+def steps_in_epoch(batches: int, accumulate: int) -> int:
+    """Optimizer steps per epoch: one per ``accumulate`` batches, and one more for a partial group at the end."""
+    return -(-batches // accumulate)
+
+
+def group_size(batch_index: int, batches: int, accumulate: int) -> int:
+    """How many batches the accumulation group of batch ``batch_index`` has (fewer in an epoch's last group).
+
+    No gradient outlives its epoch: an epoch's last batch always steps, so a run resumed at an epoch
+    boundary continues exactly as the uninterrupted run does.
+    """
+    first = batch_index - batch_index % accumulate
+    return min(accumulate, batches - first)
+
+
 def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
     """Train epoch ``run.epoch`` (from ``run.skip_batches`` on a resume).
 
@@ -172,6 +199,7 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
     config, ctx = run.config, run.ctx
     epoch, first, accumulate = run.epoch, run.skip_batches, config.train.accumulate
     run.order.start(epoch, skip=first * config.train.batch_size)
+    release_memory_before_fork(run.batches)
     run.net.train()
     sums = torch.zeros(3, dtype=torch.float64)         # loss * n, correct, n
     started = time.perf_counter()
@@ -182,13 +210,14 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
             seed_step(config.seed, ctx.rank, epoch, batch_index)
             video = batch["video"].to(ctx.device, non_blocking=True).contiguous(memory_format=run.memory_format)
             label = batch["label"].to(ctx.device, non_blocking=True)
-            stepping = (batch_index + 1) % accumulate == 0
+            group = group_size(batch_index, run.batches_per_epoch, accumulate)
+            stepping = (batch_index + 1) % accumulate == 0 or batch_index + 1 == run.batches_per_epoch
             sync = contextlib.nullcontext() if stepping or ctx.world_size == 1 else run.net.no_sync()
             with sync:
                 with autocast(ctx.device, config.train.amp):
                     logits = run.net(video)
                     loss = run.criterion(logits.float(), label)
-                run.scaler.scale(loss / accumulate).backward()
+                run.scaler.scale(loss / group).backward()     # the group's mean gradient
             if stepping:
                 optimizer_step(run)
             n = label.numel()
@@ -204,6 +233,7 @@ def train_one_epoch(run: Run) -> tuple[torch.Tensor, bool]:
                 run.writer.add_scalar("train/lr", run.scheduler.get_last_lr()[0], run.step)
             if stepping and config.train.stop_after_steps and run.step >= config.train.stop_after_steps:
                 if ctx.is_main:
+                    save_config(config, run.folder / "config.yaml")
                     save_checkpoint(run.checkpoint(batch_index + 1), run.folder / "last.pt")
                     logger.info("stopped after %d steps as train.stop_after_steps asks; last.pt saved", run.step)
                 return sums, True
@@ -222,7 +252,8 @@ def optimizer_step(run: Run) -> None:
 
 
 def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
-    """Validate (every ``train.val_every`` epochs and after the last), check DDP sync, checkpoint and log.
+    """Validate (every ``train.val_every`` epochs and after the last) with rank 0's buffers on every rank,
+    check that the ranks hold one model, checkpoint and log.
 
     best.pt is written only for a validated epoch that improves clip top-1; its ``best_epoch`` names it.
     """
@@ -232,11 +263,12 @@ def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
     record = {"epoch": epoch, "step": run.step, "lr": run.scheduler.get_last_lr()[0],
               "train_loss": loss_sum / max(count, 1), "train_top1": correct / max(count, 1),
               "train_clips": int(count), "epoch_seconds": round(seconds, 1)}
+    share_buffers_of_rank_0(run.model)      # validate and save one model
     if config.train.val_every and (epoch % config.train.val_every == 0 or epoch == config.train.epochs):
         val = validate(run.net, run.val_set, config, ctx)
         if val is not None:
             record.update(val)
-    record["ranks_in_sync"] = parameters_in_sync(run.model, ctx.device)
+    record["ranks_in_sync"] = model_in_sync(run.model)
     if not record["ranks_in_sync"]:        # every rank sees the gathered checksums, so every rank stops
         raise RuntimeError(f"the processes' weights differ after epoch {epoch}; DDP is out of sync")
     run.epoch, run.skip_batches = epoch, 0
@@ -246,6 +278,7 @@ def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
         if improved:
             run.best, run.best_epoch = record["val_top1"], epoch
         state = run.checkpoint(0)
+        save_config(config, run.folder / "config.yaml")
         save_checkpoint(state, run.folder / "last.pt")
         if improved:
             save_checkpoint(state, run.folder / "best.pt")
@@ -260,21 +293,33 @@ def end_of_epoch(run: Run, sums: torch.Tensor, seconds: float) -> None:
     distributed.barrier()
 
 
+def reuse_freed_memory_for(config: DictConfig) -> bool:
+    """For a process that is one training run and nothing else (``tools/train.py``): on the CPU with
+    ``train.reuse_freed_memory``, glibc keeps freed memory for the next step (``host.reuse_freed_memory``).
+
+    It changes the whole process's allocator for good, so ``train()`` itself never applies it: a notebook
+    that trains gets its freed memory back as before. Returns True when applied.
+    """
+    on_cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
+    return on_cpu and config.train.reuse_freed_memory and host.reuse_freed_memory()
+
+
 def train(config: DictConfig) -> Path:
     """Run the experiment ``config`` describes; returns the run folder.
 
     The process group, the TensorBoard writer and the data workers are torn down on every exit:
-    the end, ``train.stop_after_steps``, an exception or Ctrl-C.
+    the end, ``train.stop_after_steps``, an exception or Ctrl-C. Process-wide settings are left as
+    they were (see ``reuse_freed_memory_for``).
     """
     ctx = distributed.setup(config.train.device)
-    if ctx.device.type == "cpu" and config.train.reuse_freed_memory:
-        host.reuse_freed_memory()
     run = None
     try:
         run = prepare(config, ctx)
         if ctx.is_main:
             run.folder.mkdir(parents=True, exist_ok=True)
-            save_config(config, run.folder / "config.yaml")
+            # An existing run's config.yaml is replaced together with its last.pt, never by a start that fails.
+            if not (run.folder / "config.yaml").exists():
+                save_config(config, run.folder / "config.yaml")
             run.writer = SummaryWriter(str(run.folder / "tb"))
             logger.info("run folder %s: %s (%s pool), %d classes, %d train / %d val videos, %d batches per epoch",
                         run.folder, config.model.name, config.model.pool, len(run.classes), len(run.batches.dataset),

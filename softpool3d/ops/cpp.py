@@ -2,7 +2,8 @@
 (``csrc/soft_pool_cpu.cpp``).
 
 The kernel is compiled with ``torch.utils.cpp_extension`` and ninja on first use
-and cached (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
+and cached (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``, in a folder
+named by what the build depends on, see ``build_name``);
 ``make install`` builds it ahead of time. The build targets the CPU's vector
 capability as PyTorch detects it (AVX-512, AVX2 or portable C++), with OpenMP
 where PyTorch uses it, so that ``at::parallel_for`` spreads the planes over
@@ -12,13 +13,16 @@ Without a working compiler the op falls back to the PyTorch reference with one w
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import logging
 import os
 import shutil
 import sys
 import warnings
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
@@ -51,10 +55,11 @@ def _openmp_flags() -> list[str]:
     return []
 
 
-def _ensure_ninja_on_path() -> None:
-    # pip's ninja lives in the venv's bin folder, which is not on PATH unless the venv is activated.
+def _ninja_folder() -> Optional[Path]:
+    """Where ninja is when it is not on PATH: pip's ninja lives in the venv's bin folder, which is not
+    on PATH unless the venv is activated. None when PATH finds it (or nothing does)."""
     if shutil.which("ninja"):
-        return
+        return None
     candidates = [Path(sys.executable).parent]
     try:
         import ninja  # noqa: PLC0415
@@ -62,10 +67,39 @@ def _ensure_ninja_on_path() -> None:
         candidates.insert(0, Path(ninja.BIN_DIR))
     except ImportError:
         pass
-    for folder in candidates:
-        if (folder / "ninja").exists():
-            os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
-            return
+    return next((folder for folder in candidates if (folder / "ninja").exists()), None)
+
+
+@contextlib.contextmanager
+def _path_for_the_build():
+    """PATH with ninja's folder first while the build runs (its subprocesses read PATH), as it was after."""
+    folder = _ninja_folder()
+    if folder is None:
+        yield
+        return
+    saved = os.environ.get("PATH")
+    os.environ["PATH"] = f"{folder}{os.pathsep}{saved or ''}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["PATH"]
+        else:
+            os.environ["PATH"] = saved
+
+
+def build_name(cap: str, cflags: Sequence[str], ldflags: Sequence[str], source: Path = SOURCE) -> str:
+    """The extension's name, which is also its build folder under ``TORCH_EXTENSIONS_DIR/<python>_<cuda>/``.
+
+    ``softpool3d_cpu_<capability>_<hash>``: the hash covers everything that changes the build (torch's
+    version and install path, whose headers it compiles against, the compiler, flags, the source), so
+    two installs or checkouts never share a folder and each keeps its own build instead of rebuilding
+    over the other's on every first call.
+    """
+    parts = [torch.__version__, str(Path(torch.__file__).resolve().parent), sys.version, os.environ.get("CXX", ""),
+             *cflags, "--", *ldflags, hashlib.sha256(Path(source).read_bytes()).hexdigest()]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+    return f"softpool3d_cpu_{cap.lower()}_{digest}"
 
 
 @functools.cache
@@ -84,17 +118,18 @@ def load() -> bool:
         logger.setLevel(level)
 
     cap = capability()
-    _ensure_ninja_on_path()
     openmp = _openmp_flags()
+    cflags = ["-O3", *openmp, *_CAPABILITY_FLAGS[cap]]
     try:
-        cpp_extension.load(
-            name=f"softpool3d_cpu_{cap.lower()}",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", *openmp, *_CAPABILITY_FLAGS[cap]],
-            extra_ldflags=openmp,
-            is_python_module=False,
-            verbose=os.environ.get("SOFTPOOL3D_VERBOSE_BUILD", "") == "1",
-        )
+        with _path_for_the_build():
+            cpp_extension.load(
+                name=build_name(cap, cflags, openmp),
+                sources=[str(SOURCE)],
+                extra_cflags=cflags,
+                extra_ldflags=openmp,
+                is_python_module=False,
+                verbose=os.environ.get("SOFTPOOL3D_VERBOSE_BUILD", "") == "1",
+            )
     except Exception as error:  # noqa: BLE001 - any build failure means: use the reference
         warnings.warn(
             f"softpool3d: the C++ CPU kernel could not be built ({type(error).__name__}: "
