@@ -4,8 +4,10 @@
     python tools/demo.py photo.jpg anim.gif clip.mp4 --out demo --factor 2 --temporal-factor 2
 
 For each input and method: the downsampled file in the input's format (GIFs keep their timing),
-<name>_compare.png (original | soft | max | avg, results enlarged with nearest neighbours), and
-for GIFs <name>_compare.gif. Prints how much information each method keeps (see softpool3d.media).
+<name>_compare.png (original | soft | max | avg, labelled, each result with its PSNR and SSIM against
+the original after upsampling back), for GIFs and clips <name>_compare.gif, and <out>/index.html, a
+static page with every input beside its results, GIFs and clips playing side by side. Prints how much
+information each method keeps (see softpool3d.media).
 Odd sizes use ceil_mode: the last window is partial and nothing is cropped.
 """
 
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
     print(table(rows))
-    print(f"\noutputs in {args.out}/")
+    print(f"\noutputs in {args.out}/; open {args.out / 'index.html'} in a browser to see them side by side")
     return 0
 
 
