@@ -1,70 +1,11 @@
-"""Downsample images, GIFs and clips with SoftPool, max and average pooling, side by side.
+"""``softpool3d demo`` from a source checkout; the code is softpool3d/cli/demo.py."""
 
-    python tools/demo.py                                  # scikit-image's photos and GIF, and a SynthMotion clip
-    python tools/demo.py photo.jpg anim.gif clip.mp4 --out demo --factor 2 --temporal-factor 2
-
-For each input and method: the downsampled file in the input's format (GIFs keep their timing),
-<name>_compare.png (original | soft | max | avg, results enlarged with nearest neighbours), and
-for GIFs <name>_compare.gif. Prints how much information each method keeps (see softpool3d.media).
-Odd sizes use ceil_mode: the last window is partial and nothing is cropped.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softpool3d.demo import run_demo, table  # noqa: E402
-from softpool3d.media import METHODS, MediaError  # noqa: E402
-
-
-def sample_inputs(folder: Path) -> list[Path]:
-    """scikit-image's astronaut, chelsea and coffee photos and its animated GIF, and one SynthMotion clip."""
-    import skimage  # noqa: PLC0415
-
-    from softpool3d.datasets.io import write_video  # noqa: PLC0415
-    from softpool3d.datasets.synthetic import CLASSES, _background, render_video  # noqa: PLC0415
-
-    data = Path(skimage.data.__file__).parent
-    paths = [data / name for name in ("astronaut.png", "chelsea.png", "coffee.png", "no_time_for_that_tiny.gif")]
-    clip = folder / "synthmotion_RotateClockwise.mp4"
-    rng = np.random.default_rng(0)
-    write_video(clip, render_video(CLASSES[4], rng, _background(rng, 128), 16), fps=10)
-    return paths + [clip]
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="*", type=Path, help="images, GIFs or videos (default: sample media)")
-    parser.add_argument("--out", type=Path, default=Path("demo"))
-    parser.add_argument("--factor", type=int, default=2, help="spatial factor (height and width)")
-    parser.add_argument("--temporal-factor", type=int, default=None, help="for GIFs and clips (default: --factor)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: soft,max,avg")
-    args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        parser.error(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
-    if args.factor < 1 or (args.temporal_factor is not None and args.temporal_factor < 1):
-        parser.error("--factor and --temporal-factor must be >= 1")
-    temporal = args.factor if args.temporal_factor is None else args.temporal_factor
-    with tempfile.TemporaryDirectory() as scratch:
-        inputs = args.inputs or sample_inputs(Path(scratch))
-        try:
-            rows = run_demo(inputs, args.out, args.factor, temporal, methods)
-        except MediaError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    print(table(rows))
-    print(f"\noutputs in {args.out}/")
-    return 0
-
+from softpool3d.cli.demo import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

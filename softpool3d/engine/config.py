@@ -184,14 +184,43 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]
     return layers + [(data, str(path))]
 
 
+def configs_root() -> Path:
+    """The shipped configs: ``softpool3d/configs`` in an installed wheel, ``configs/`` in a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def shipped_configs() -> tuple[Path, list[str]]:
+    """(the folder, the names in it): ``ucf101/r3d_18_soft`` for ``<folder>/ucf101/r3d_18_soft.yaml``."""
+    root = configs_root()
+    names = sorted(path.relative_to(root).with_suffix("").as_posix() for path in root.rglob("*.yaml"))
+    return root, names
+
+
+def resolve_config(path: Union[str, Path]) -> Path:
+    """A config file: ``path`` itself when it exists, else the shipped config of that name (``.yaml`` optional)."""
+    given = Path(path)
+    if given.exists():
+        return given
+    root, names = shipped_configs()
+    name = given.as_posix().removesuffix(".yaml").removeprefix("configs/")
+    if name in names:
+        return root / f"{name}.yaml"
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; 'softpool3d configs' lists the shipped ones"
+    raise ConfigError(f"--config {str(path)!r}: no such file, and no shipped config of that name{hint}")
+
+
 def load_config(path: Union[str, Path, None] = None, overrides: Sequence[str] = ()) -> DictConfig:
     """The schema's defaults, then the YAML file (and its bases), then ``key=value`` overrides.
 
+    ``path`` is a file, or the name of a shipped config (``ucf101/r3d_18_soft``, see ``shipped_configs``).
     Returns a read-only OmegaConf config typed by ``ExperimentConfig``; raises ConfigError.
     """
     schema = OmegaConf.structured(ExperimentConfig)
     config = schema
-    layers = _read_yaml(Path(path)) if path is not None else []
+    layers = _read_yaml(resolve_config(path)) if path is not None else []
     for data, source in layers:
         try:
             config = OmegaConf.merge(config, OmegaConf.create(data))
