@@ -102,6 +102,20 @@ def build_name(cap: str, cflags: Sequence[str], ldflags: Sequence[str], source: 
     return f"softpool3d_cpu_{cap.lower()}_{digest}"
 
 
+def _build_settings() -> tuple[str, list[str], list[str]]:
+    """(capability, compiler flags, linker flags) of this machine's build."""
+    cap = capability()
+    openmp = _openmp_flags()
+    return cap, ["-O3", *openmp, *_CAPABILITY_FLAGS[cap]], openmp
+
+
+def build_directory() -> Path:
+    """The folder this machine's build of the kernel lives in (``TORCH_EXTENSIONS_DIR`` is honoured)."""
+    from torch.utils import cpp_extension  # noqa: PLC0415
+
+    return Path(cpp_extension._get_build_directory(build_name(*_build_settings()), verbose=False))
+
+
 @functools.cache
 def load() -> bool:
     """Compile (or reuse the cached build of) the kernel; True when ``torch.ops.softpool3d._cpp_forward`` is ready.
@@ -117,9 +131,7 @@ def load() -> bool:
     finally:
         logger.setLevel(level)
 
-    cap = capability()
-    openmp = _openmp_flags()
-    cflags = ["-O3", *openmp, *_CAPABILITY_FLAGS[cap]]
+    cap, cflags, openmp = _build_settings()
     try:
         with _path_for_the_build():
             cpp_extension.load(
