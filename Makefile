@@ -22,11 +22,11 @@ MAIN_CONFIG := configs/synthmotion.yaml
 MAIN_RUN    := runs/synthmotion_r3d_10_soft
 
 run: install
-	$(PY) tools/train.py --config $(MAIN_CONFIG)
-	$(PY) tools/test.py --config $(MAIN_CONFIG) --checkpoint $(MAIN_RUN)/last.pt
+	$(VENV)/bin/softpool3d train --config $(MAIN_CONFIG)
+	$(VENV)/bin/softpool3d test --config $(MAIN_CONFIG) --checkpoint $(MAIN_RUN)/last.pt
 
 bench: install
-	$(PY) tools/benchmark_ops.py
+	$(VENV)/bin/softpool3d benchmark-ops
 
 test: install
 	$(PY) -m pytest -q tests

@@ -146,14 +146,18 @@ def tiny(synth: Path, out: Path, *extra: str):
 
 
 def torchrun(script: str, *args: str, cwd: Path, timeout: int = 600):
-    """``torchrun --standalone --nproc_per_node 2 script args`` (a path, or a name under tools/), on the CPU."""
+    """``torchrun --standalone --nproc_per_node 2 script args`` on the CPU: ``script`` is a path, a name under
+    tools/ (``train.py``), or a ``softpool3d`` subcommand (``train``: ``torchrun -m softpool3d train``)."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOFTPOOL3D_BACKEND", "TRITON"))}
     env["OMP_NUM_THREADS"] = "1"
-    path = Path(script) if Path(script).is_absolute() else ROOT / "tools" / script
+    if script.endswith(".py"):
+        target = [str(Path(script) if Path(script).is_absolute() else ROOT / "tools" / script)]
+    else:
+        target = ["-m", "softpool3d", script]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(path), *args]
+               *target, *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)

@@ -1,7 +1,7 @@
 """tools/check_videos.py on a SynthMotion copy with a bad and a cut-short video, written with PyAV."""
 
 import csv
-import importlib.util
+import importlib
 import subprocess
 import sys
 
@@ -89,16 +89,7 @@ def test_a_file_that_breaks_halfway_is_partial(tmp_path, damaged):
 # ---------------------------------------------------------------- clean lists name videos by their path
 
 
-def _tool(name):
-    """A script under tools/ as a module, so its ``main(argv)`` runs in this process (the scripts take seconds
-    to import torch; the tests above run them as a user does)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check_tool = _tool("check_videos")
+check_tool = importlib.import_module("softpool3d.cli.check_videos")   # tools/check_videos.py's code, run in this process
 
 
 @pytest.fixture(scope="module")

@@ -302,7 +302,7 @@ def test_torchrun_two_processes_train_in_sync_and_test_counts_each_video_once(sy
                  "data.clip_len=4", "data.frame_interval=1", "data.short_side=32", "data.crop_size=32",
                  "data.num_workers=0", "train.batch_size=2", "train.epochs=1", "train.progress=false",
                  "test.batch_size=2", "test.views=1x1"]
-    done = torchrun("train.py", "--config", str(ROOT / "configs" / "synthmotion.yaml"), *overrides, cwd=tmp_path)
+    done = torchrun("train", "--config", "synthmotion", *overrides, cwd=tmp_path)   # torchrun -m softpool3d train
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     record = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["ranks_in_sync"] is True

@@ -110,9 +110,7 @@ def test_torch_hub_loads_every_model():
 
 def test_export_tool_names_the_shape_and_the_models_minimum_in_one_line(tmp_path, capsys):
     import re
-    import runpy
-
-    main = runpy.run_path(str(ROOT / "tools" / "export.py"))["main"]
+    from softpool3d.cli.export import main
     for name, shape, says in (("r3d_10", "1,3,8,64", "has 4 numbers; the model takes 5"),
                               ("r3d_10", "1,4,8,32,32", "has C = 4"), ("s3d", "1,3,2,32,32", "is too small (T = 2)")):
         assert main(["--model", name, "--num-classes", "5", "--out", str(tmp_path / name), "--shape", shape]) == 2

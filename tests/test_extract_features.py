@@ -2,7 +2,6 @@
 them gives tools/test.py's scores."""
 
 import csv
-import runpy
 import shutil
 import subprocess
 import sys
@@ -144,7 +143,7 @@ def s3d_run(synth, tmp_path_factory):
         (folder / target).parent.mkdir(exist_ok=True)
         shutil.copy(source, folder / target)
     (folder / "broken.mp4").write_bytes(b"not a video")
-    main = runpy.run_path(str(ROOT / "tools" / "extract_features.py"))["main"]
+    from softpool3d.cli.extract_features import main
     common = ["--config", str(ROOT / "configs" / "synthmotion.yaml"), "--checkpoint", str(folder / "m.pt")]
     return folder, model, config, main, common, overrides
 

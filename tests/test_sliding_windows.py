@@ -2,7 +2,6 @@
 tool's CSV, PNG and summary, short videos, and memory that does not grow with the video's length."""
 
 import csv
-import runpy
 import shutil
 import subprocess
 import sys
@@ -223,7 +222,7 @@ def test_predict_keeps_the_relative_path_of_same_named_videos(ten_and_a_half_sec
     for target in ("a/clip.mp4", "b/clip.mp4", "a/clip.avi"):
         (tmp_path / target).parent.mkdir(exist_ok=True)
         shutil.copy(source, tmp_path / target)
-    main = runpy.run_path(str(ROOT / "tools" / "predict.py"))["main"]
+    from softpool3d.cli.predict import main
     common = ["--checkpoint", str(tmp_path / "m.pt"), "--window", "4", "--stride", "3", "--out", str(tmp_path / "out")]
 
     assert main([str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mp4"), *common]) == 0

@@ -1,91 +1,11 @@
-"""Top-5 classes for video files, from a training checkpoint (which carries the class names).
+"""``softpool3d predict`` from a source checkout; the code is softpool3d/cli/predict.py."""
 
-    python tools/predict.py clip1.mp4 clip2.avi --checkpoint runs/synthmotion_r3d_10_soft/last.pt [--views 3x1]
-    python tools/predict.py long.mp4 --checkpoint P --window 2.0 --stride 1.0 --out predictions
-
-With --window and --stride (seconds) a video of any length is scored by sliding windows, streaming
-(memory does not grow with its length). Windows start every --stride seconds while they fit, and one
-more is aligned to the video's end when they leave a tail, so the whole video is scored and no window
-runs past its end. <out>/<video>_windows.csv has each window's start, end and top-5 classes with
-scores, <out>/<video>_timeline.png the top classes' probabilities over time, and the video-level top-5
-(the mean over windows) and the timeline's segments are printed. The segments do not overlap: each
-moment goes to the window whose centre is nearest.
-
-<video> is the file's path relative to the videos' common folder, without its suffix: one video
-clip.mp4 gives <out>/clip_windows.csv; a/clip.mp4 and b/clip.mp4 give <out>/a/clip_windows.csv and
-<out>/b/clip_windows.csv. Two videos that would share a name (a/clip.mp4 and a/clip.avi) are an error
-before anything runs.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softpool3d.datasets import VideoDecodeError  # noqa: E402
-from softpool3d.engine import CheckpointError, model_from_checkpoint, predict  # noqa: E402
-from softpool3d.engine.inference import output_stems  # noqa: E402
-from softpool3d.engine.config import ConfigError, parse_views  # noqa: E402
-from softpool3d.engine.sliding import (plot_timeline, score_windows, segments, video_scores,  # noqa: E402
-                                       write_windows_csv)
-
-
-def print_ranked(path: Path, ranked: list[tuple[str, float]]) -> None:
-    print(path)
-    for name, probability in ranked:
-        print(f"  {probability:7.2%}  {name}")
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("videos", nargs="+", type=Path)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--views", default="1x1", help="CLIPSxCROPS averaged per video (default 1x1)")
-    parser.add_argument("--top", type=int, default=5)
-    parser.add_argument("--window", type=float, help="sliding windows of this many seconds")
-    parser.add_argument("--stride", type=float, help="seconds between window starts (default: --window / 2)")
-    parser.add_argument("--out", type=Path, default=Path("predictions"), help="with --window: CSV and PNG go here")
-    args = parser.parse_args(argv)
-    if args.stride is not None and args.window is None:
-        parser.error("--stride needs --window")
-    try:
-        views = parse_views(args.views)
-        # With --window: where each video's CSV and PNG go (a clash is an error before anything runs).
-        stems = output_stems(args.videos) if args.window is not None else args.videos
-        model, config, classes = model_from_checkpoint(args.checkpoint)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    status = 0
-    for path, stem in zip(args.videos, stems):
-        try:
-            if args.window is None:
-                (ranked,) = predict(model, classes, config, [path], views=views, top=args.top)
-                print_ranked(path, ranked)
-                continue
-            windows = score_windows(model, config, path, args.window, args.stride or args.window / 2,
-                                    progress=sys.stderr.isatty())
-        except (VideoDecodeError, FileNotFoundError, ValueError) as error:
-            print(f"{path}: cannot read: {error}", file=sys.stderr)
-            status = 1
-            continue
-        csv_path = args.out / stem.parent / f"{stem.name}_windows.csv"
-        png_path = args.out / stem.parent / f"{stem.name}_timeline.png"
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        write_windows_csv(windows, classes, csv_path, args.top)
-        plot_timeline(windows, classes, png_path, args.top)
-        probs = video_scores(windows)
-        p, i = probs.topk(min(args.top, len(classes)))
-        print_ranked(path, [(classes[k], float(v)) for k, v in zip(i.tolist(), p.tolist())])
-        print(f"  {len(windows)} windows of {args.window:g} s; segments:")
-        for start, end, name in segments(windows, classes):
-            print(f"    {start:7.2f} - {end:7.2f} s  {name}")
-        print(f"  wrote {csv_path} and {png_path}")
-    return status
-
+from softpool3d.cli.predict import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,9 +23,7 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
