@@ -7,7 +7,10 @@ Four ops live in the ``softpool3d`` namespace:
 - their ``*_backward`` ops, which recompute the weights and ``y`` from the
   saved input. Only the input is saved, so in-place ops on the output (``relu_``,
   ``Dropout(inplace=True)``) are safe, and a pool keeps less memory for
-  backward than max pooling, which also keeps int64 indices.
+  backward than max pooling, which also keeps int64 indices. The backward ops
+  are differentiable too (double backward, gradient penalties, Hessian-vector
+  products): their derivatives are ``reference.backward_grads``, plain torch ops on
+  every device, which gather every window (about kernel-volume times the input's memory).
 
 Each op is declared once; PyTorch's dispatcher picks the kernel by device: ``register_kernel("cpu")``
 is the C++ kernel (``cpp.py``), ``register_kernel("cuda")`` the Triton kernels (``triton.py``), and
@@ -199,6 +202,22 @@ def _pool_grad(ctx, grad):
 soft_pool.register_autograd(_pool_grad, setup_context=_setup_pool)
 
 
+def _setup_pool_backward(ctx, inputs, output):
+    grad, x, kernel_size, stride, padding, ceil_mode = inputs
+    ctx.save_for_backward(grad, x)
+    ctx.geometry = (kernel_size, stride, padding, ceil_mode)
+
+
+def _pool_backward_grad(ctx, grad_dx):
+    grad, x = ctx.saved_tensors
+    windows = pool_windows(x.shape[2:], *ctx.geometry)
+    grad_grad, grad_x = reference.backward_grads(grad_dx, grad, x, windows)
+    return grad_grad, grad_x, None, None, None, None
+
+
+soft_pool_backward.register_autograd(_pool_backward_grad, setup_context=_setup_pool_backward)
+
+
 # ---------------------------------------------------------------- adaptive windows
 
 
@@ -239,3 +258,19 @@ def _adaptive_grad(ctx, grad):
 
 
 adaptive_soft_pool.register_autograd(_adaptive_grad, setup_context=_setup_adaptive)
+
+
+def _setup_adaptive_backward(ctx, inputs, output):
+    grad, x, output_size = inputs
+    ctx.save_for_backward(grad, x)
+    ctx.output_size = output_size
+
+
+def _adaptive_backward_grad(ctx, grad_dx):
+    grad, x = ctx.saved_tensors
+    windows = adaptive_windows(x.shape[2:], ctx.output_size)
+    grad_grad, grad_x = reference.backward_grads(grad_dx, grad, x, windows)
+    return grad_grad, grad_x, None
+
+
+adaptive_soft_pool_backward.register_autograd(_adaptive_backward_grad, setup_context=_setup_adaptive_backward)
