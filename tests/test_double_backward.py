@@ -146,3 +146,18 @@ def test_double_backward_of_non_finite_windows_follows_the_first_backwards_rules
     grad_grad, grad_x = reference.backward_grads(v, grad, nan_x, windows)
     assert grad_grad[..., 1].isnan().all() and grad_x[..., 2:4].isnan().all()
     assert not grad_x[..., :2].isnan().any() and not grad_x[..., 4:].isnan().any()
+
+
+def test_forward_mode_ad_is_refused_not_dropped(device):
+    """The ops have no forward-mode formula: a dual tensor's tangent must not silently vanish (zero JVPs)."""
+    import torch.autograd.forward_ad as fwAD
+
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, device=device)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        with pytest.raises(NotImplementedError, match="no forward-mode AD"):
+            sp.soft_pool2d(dual, 3, 2, 1, True)
+        with pytest.raises(NotImplementedError, match="no forward-mode AD"):
+            sp.adaptive_soft_pool2d(dual, 2)
+        plain = sp.soft_pool2d(x, 3, 2, 1, True)              # no tangent: served as usual
+    torch.testing.assert_close(plain, sp.soft_pool2d(x, 3, 2, 1, True))

@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import cpp, reference
 from ._geometry import FLOAT_DTYPES, Windows, adaptive_windows, output_memory_format, pool_output_size, pool_windows
@@ -149,11 +150,23 @@ def _empty_like_input(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=output_memory_format(x))
 
 
+def _refuse_forward_mode(*tensors: Tensor) -> None:
+    """torch.library ops have no forward-mode formula: refuse tangents rather than drop them (silent zeros)."""
+    if forward_ad._current_level < 0:
+        return
+    if any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise NotImplementedError(
+            "softpool3d: SoftPool has no forward-mode AD (torch.autograd.forward_ad dual tensors); "
+            "use reverse mode (torch.autograd.grad, double backward for Hessian-vector products)")
+
+
 def _forward(choose: Callable, x: Tensor, windows: Windows) -> Tensor:
+    _refuse_forward_mode(x)
     return _implementation(choose(x)).forward(x, windows)
 
 
 def _backward(choose: Callable, grad: Tensor, x: Tensor, windows: Windows) -> Tensor:
+    _refuse_forward_mode(grad, x)
     return _implementation(choose(x)).backward(grad, x, windows)
 
 
