@@ -161,3 +161,13 @@ def test_forward_mode_ad_is_refused_not_dropped(device):
             sp.adaptive_soft_pool2d(dual, 2)
         plain = sp.soft_pool2d(x, 3, 2, 1, True)              # no tangent: served as usual
     torch.testing.assert_close(plain, sp.soft_pool2d(x, 3, 2, 1, True))
+
+
+def test_opcheck_backward_ops(seed):
+    """torch.library's own checks of the backward ops, now differentiable: schema, fake kernel, autograd
+    registration and AOT dispatch (torch.compile's double backward path)."""
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.softpool3d.soft_pool_backward.default, (grad, x, [3, 3], [2, 2], [1, 1], True))
+    grad = torch.randn(1, 2, 2, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.softpool3d.adaptive_soft_pool_backward.default, (grad, x, [2, 4]))

@@ -31,7 +31,7 @@ from ._geometry import AxisWindows, Windows, output_memory_format
 def _axis_index(axis: AxisWindows, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     starts = torch.tensor(axis.starts, dtype=torch.long, device=device)
     ends = torch.tensor(axis.ends, dtype=torch.long, device=device)
-    k = int((ends - starts).max())
+    k = axis.window  # from the geometry, not the tensors: traceable (torch.compile of the double backward)
     index = starts[:, None] + torch.arange(k, device=device)[None, :]
     valid = index < ends[:, None]
     return index.clamp_(max=axis.length - 1), valid
