@@ -16,7 +16,8 @@ from helpers import ROOT
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from softpool3d.export import export_onnx, export_program, max_differences, onnx_session, random_clips  # noqa: E402
+from softpool3d.export import (export_onnx, export_program, max_differences, onnx_session, random_clips,  # noqa: E402
+                               run_onnx)
 
 
 class Pool(torch.nn.Module):
@@ -44,16 +45,49 @@ GEOMETRIES = [  # (function, input shape, arguments)
 
 
 @pytest.mark.parametrize("fn,shape,args", GEOMETRIES, ids=[f"{g[0].__name__}-{g[1]}-{g[2]}" for g in GEOMETRIES])
-@pytest.mark.parametrize("scale", [1.0, 1e4])
-def test_single_ops_in_onnx_runtime(tmp_path, seed, fn, shape, args, scale):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_single_ops_in_onnx_runtime(tmp_path, seed, fn, shape, args, dtype):
     module = Pool(fn, *args)
-    path = export_onnx(module, torch.randn(shape), tmp_path / "op.onnx")
+    path = export_onnx(module, torch.randn(shape).to(dtype), tmp_path / "op.onnx")
     session = onnx_session(path)
-    for x in random_clips(shape, (1, 3), seed):
-        x = x * scale
-        rows = max_differences(module, torch.export.export(module, (x,)), session, [x])
-        # 1e-4 absolute at unit scale; at +-1e4 float32's own spacing is 1e-3, so 1e-4 relative.
-        assert rows[0]["onnx"] <= 1e-4 * scale, rows
+    for scale in (1.0, 1e4):
+        for x in random_clips(shape, (1, 3), seed):
+            x = (x * scale).to(dtype)
+            if dtype == torch.float32:
+                rows = max_differences(module, torch.export.export(module, (x,)), session, [x])
+                # 1e-4 absolute at unit scale; at +-1e4 float32's own spacing is 1e-3, so 1e-4 relative.
+                assert rows[0]["onnx"] <= 1e-4 * scale, rows
+                continue
+            # Half precision: computed in float32 and rounded once, as the kernels do, so at most one unit in
+            # the last place from eager and from the float64 reference (no NaN where windows touch padding).
+            onnx_out = run_onnx(session, x)
+            assert onnx_out.dtype == dtype and not onnx_out.isnan().any()
+            eps = torch.finfo(dtype).eps
+            with torch.no_grad():
+                torch.testing.assert_close(onnx_out.double(), module(x).double(), rtol=eps, atol=1e-6 * scale)
+            torch.testing.assert_close(onnx_out.double(), module(x.double()), rtol=eps, atol=1e-6 * scale)
+
+
+def test_float16_model_in_onnx_runtime(tmp_path, seed):
+    """A float16 r3d_10 (soft stem pool k3 s2 p1 ceil_mode, soft head) through ONNX Runtime against eager."""
+    model = build_model("r3d_10", num_classes=7, pool="soft", head_pool="soft").eval().half()
+    session = onnx_session(export_onnx(model, torch.randn(2, 3, 8, 32, 32).half(), tmp_path / "m.onnx"))
+    for x in random_clips((1, 3, 8, 32, 32), (1, 3), seed):
+        x = x.half()
+        onnx_out = run_onnx(session, x)
+        with torch.no_grad():
+            eager = model(x)
+        assert onnx_out.dtype == torch.float16 and not onnx_out.isnan().any()
+        # Both run the convolutions in float16, in different orders: 2e-3 of the logits' range.
+        assert (onnx_out.float() - eager.float()).abs().max() <= 2e-3 * eager.float().abs().max()
+
+
+def test_bfloat16_model_with_convolutions_is_refused_in_one_line(tmp_path):
+    """ONNX opset 18 has no bfloat16 Conv (ONNX Runtime refuses to load such a file); say so at export."""
+    model = build_model("r3d_10", num_classes=7, pool="soft", head_pool="soft").eval().bfloat16()
+    with pytest.raises(ValueError, match=r"bfloat16 is not valid ONNX opset 18: .*Conv.*float32 or float16") as error:
+        export_onnx(model, torch.randn(1, 3, 8, 32, 32).bfloat16(), tmp_path / "m.onnx")
+    assert "\n" not in str(error.value) and not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.parametrize("name,shape,kwargs", [

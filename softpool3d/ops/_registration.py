@@ -7,7 +7,10 @@ Four ops live in the ``softpool3d`` namespace:
 - their ``*_backward`` ops, which recompute the weights and ``y`` from the
   saved input. Only the input is saved, so in-place ops on the output (``relu_``,
   ``Dropout(inplace=True)``) are safe, and a pool keeps less memory for
-  backward than max pooling, which also keeps int64 indices.
+  backward than max pooling, which also keeps int64 indices. The backward ops
+  are differentiable too (double backward, gradient penalties, Hessian-vector
+  products): their derivatives are ``reference.backward_grads``, plain torch ops on
+  every device, which gather every window (about kernel-volume times the input's memory).
 
 Each op is declared once; PyTorch's dispatcher picks the kernel by device: ``register_kernel("cpu")``
 is the C++ kernel (``cpp.py``), ``register_kernel("cuda")`` the Triton kernels (``triton.py``), and
@@ -32,6 +35,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import cpp, reference
 from ._geometry import FLOAT_DTYPES, Windows, adaptive_windows, output_memory_format, pool_output_size, pool_windows
@@ -146,11 +150,23 @@ def _empty_like_input(x: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=output_memory_format(x))
 
 
+def _refuse_forward_mode(*tensors: Tensor) -> None:
+    """torch.library ops have no forward-mode formula: refuse tangents rather than drop them (silent zeros)."""
+    if forward_ad._current_level < 0:
+        return
+    if any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        raise NotImplementedError(
+            "softpool3d: SoftPool has no forward-mode AD (torch.autograd.forward_ad dual tensors); "
+            "use reverse mode (torch.autograd.grad, double backward for Hessian-vector products)")
+
+
 def _forward(choose: Callable, x: Tensor, windows: Windows) -> Tensor:
+    _refuse_forward_mode(x)
     return _implementation(choose(x)).forward(x, windows)
 
 
 def _backward(choose: Callable, grad: Tensor, x: Tensor, windows: Windows) -> Tensor:
+    _refuse_forward_mode(grad, x)
     return _implementation(choose(x)).backward(grad, x, windows)
 
 
@@ -199,6 +215,22 @@ def _pool_grad(ctx, grad):
 soft_pool.register_autograd(_pool_grad, setup_context=_setup_pool)
 
 
+def _setup_pool_backward(ctx, inputs, output):
+    grad, x, kernel_size, stride, padding, ceil_mode = inputs
+    ctx.save_for_backward(grad, x)
+    ctx.geometry = (kernel_size, stride, padding, ceil_mode)
+
+
+def _pool_backward_grad(ctx, grad_dx):
+    grad, x = ctx.saved_tensors
+    windows = pool_windows(x.shape[2:], *ctx.geometry)
+    grad_grad, grad_x = reference.backward_grads(grad_dx, grad, x, windows)
+    return grad_grad, grad_x, None, None, None, None
+
+
+soft_pool_backward.register_autograd(_pool_backward_grad, setup_context=_setup_pool_backward)
+
+
 # ---------------------------------------------------------------- adaptive windows
 
 
@@ -239,3 +271,19 @@ def _adaptive_grad(ctx, grad):
 
 
 adaptive_soft_pool.register_autograd(_adaptive_grad, setup_context=_setup_adaptive)
+
+
+def _setup_adaptive_backward(ctx, inputs, output):
+    grad, x, output_size = inputs
+    ctx.save_for_backward(grad, x)
+    ctx.output_size = output_size
+
+
+def _adaptive_backward_grad(ctx, grad_dx):
+    grad, x = ctx.saved_tensors
+    windows = adaptive_windows(x.shape[2:], ctx.output_size)
+    grad_grad, grad_x = reference.backward_grads(grad_dx, grad, x, windows)
+    return grad_grad, grad_x, None
+
+
+adaptive_soft_pool_backward.register_autograd(_adaptive_backward_grad, setup_context=_setup_adaptive_backward)
