@@ -133,9 +133,10 @@ class Conv3d(nn.Conv3d):
         return (x.device.type == "cpu" and x.dim() == 5 and self.groups == 1 and self.padding_mode == "zeros"
                 and isinstance(self.padding, tuple) and weight.requires_grad and torch.is_grad_enabled()
                 and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
-                and not _tracing() and _plain_autograd(x, weight, bias)
+                and not _tracing()
                 and weight.numel() >= TAP_GRADIENT_RATIO * output_positions(
-                    x.shape, self.kernel_size, self.stride, self.padding, self.dilation))
+                    x.shape, self.kernel_size, self.stride, self.padding, self.dilation)
+                and _plain_autograd(x, weight, bias))
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         # nn.Conv3d.forward reads self.weight and self.bias once and passes them here: decide on those, so
