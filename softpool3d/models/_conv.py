@@ -11,14 +11,21 @@ takes that path when the weight has at least ``TAP_GRADIENT_RATIO`` elements per
 everything else (the forward, the input and bias gradients, other devices, groups, autocast, compiling
 and export) is ``nn.Conv3d``'s own. Parameters, state_dict keys and ``isinstance(m, nn.Conv3d)`` are
 unchanged.
+
+Every other autograd feature is ``nn.Conv3d``'s too: under ``torch.func`` transforms (``grad``,
+``vmap``, ``jvp``, ``functional_call`` inside them) and when an input carries a forward-mode tangent,
+the forward is plain ``F.conv3d``; a backward that builds a graph (``create_graph=True``, double
+backward), runs under a transform or gets a gradient with a tangent computes all three gradients with
+PyTorch's own differentiable ``convolution_backward``. A parametrised weight (``spectral_norm``...) is
+computed once per forward, as in ``nn.Conv3d``, and keeps the fast path.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 # Weight elements per output position from which the gathered product beats oneDNN's weight gradient. On
 # r3d_10/r3d_18 layers at 8x64x64 and 16x112x112, batch 8, a training step of the layer took 1.25x
@@ -68,9 +75,17 @@ def tap_weight_grad(grad: Tensor, x: Tensor, kernel: tuple[int, ...], stride: tu
     return weight_grad.view(cout, cin, *kernel)
 
 
+def _plain_autograd(*tensors: Tensor | None) -> bool:
+    """True when no ``torch.func`` transform is running (the check ``autograd.Function.apply`` makes itself)
+    and none of ``tensors`` carries a forward-mode tangent."""
+    return not torch._C._are_functorch_transforms_active() and all(
+        t is None or forward_ad.unpack_dual(t).tangent is None for t in tensors)
+
+
 class _TapGradientConv3d(torch.autograd.Function):
     """conv3d whose backward takes the input and bias gradients from PyTorch and the weight gradient from
-    ``tap_weight_grad``."""
+    ``tap_weight_grad``; a backward that must itself be differentiable, batched or forward-differentiated
+    is PyTorch's own for all three."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias, stride, padding, dilation) -> Tensor:
@@ -80,17 +95,18 @@ class _TapGradientConv3d(torch.autograd.Function):
         return F.conv3d(x, weight, bias, stride, padding, dilation)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = grad_b = grad_w = None
-        if need_x or need_b:
-            grad_x, _, grad_b = torch.ops.aten.convolution_backward(
+        # Grad mode is on here exactly when the caller asked for create_graph (a double backward).
+        tap = need_w and not torch.is_grad_enabled() and _plain_autograd(grad)
+        grad_x = grad_w = grad_b = None
+        if need_x or need_b or (need_w and not tap):
+            grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, stride, padding, dilation,
-                False, [0, 0, 0], 1, [need_x, False, need_b])
-        if need_w:
+                False, [0, 0, 0], 1, [need_x, need_w and not tap, need_b])
+        if tap:
             grad_w = tap_weight_grad(grad, x, weight.shape[2:], stride, padding, dilation)
         return grad_x, grad_w, grad_b, None, None, None
 
@@ -108,15 +124,23 @@ class Conv3d(nn.Conv3d):
     """
 
     def uses_tap_gradient(self, x: Tensor) -> bool:
-        """True when a forward on ``x`` now would compute its weight gradient with ``tap_weight_grad``."""
+        """True when a forward on ``x`` now would compute its weight gradient with ``tap_weight_grad``
+        (unless its backward is asked to build a graph). Reads ``self.weight`` and ``self.bias`` once, which
+        runs their parametrisations if they have any."""
+        return self._takes_tap_path(x, self.weight, self.bias)
+
+    def _takes_tap_path(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
         return (x.device.type == "cpu" and x.dim() == 5 and self.groups == 1 and self.padding_mode == "zeros"
-                and isinstance(self.padding, tuple) and self.weight.requires_grad and torch.is_grad_enabled()
+                and isinstance(self.padding, tuple) and weight.requires_grad and torch.is_grad_enabled()
                 and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
                 and not _tracing()
-                and self.weight.numel() >= TAP_GRADIENT_RATIO * output_positions(
-                    x.shape, self.kernel_size, self.stride, self.padding, self.dilation))
+                and weight.numel() >= TAP_GRADIENT_RATIO * output_positions(
+                    x.shape, self.kernel_size, self.stride, self.padding, self.dilation)
+                and _plain_autograd(x, weight, bias))
 
-    def _conv_forward(self, x: Tensor, weight: Tensor, bias):
-        if self.uses_tap_gradient(x):
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        # nn.Conv3d.forward reads self.weight and self.bias once and passes them here: decide on those, so
+        # that a parametrised weight is computed once per forward, as in nn.Conv3d.
+        if self._takes_tap_path(x, weight, bias):
             return _TapGradientConv3d.apply(x, weight, bias, self.stride, self.padding, self.dilation)
         return super()._conv_forward(x, weight, bias)
