@@ -232,7 +232,7 @@ inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
 //
 // Output row (od, oh) reads a tile: the input rows (d, h) with d in [d0, d1) and h in [h0, h1), each along
 // all of W. Its windows differ only along W. Per tile, vectorised along W:
-//   1. c_j = max of column j over the tile's rows;
+//   1. c_j = max of column j over the tile's rows (+inf if it holds a NaN);
 //   2. e = exp(x - c_j), col_j = sum of e over the rows and wcol_j = sum of e * x;
 //   3. per window o: m_o = max of c_j over its columns (the window's own max), u_oj = exp(c_j - m_o),
 //        S_o = sum_j u_oj col_j,  T_o = sum_j u_oj wcol_j,  y_o = T_o / S_o.
@@ -248,23 +248,93 @@ inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
 // y is recomputed in acc_t, so the op saves nothing but its input, and in-place ops on the output cannot
 // corrupt the gradient.
 
-// The windows along W in padded row coordinates: window o covers the row positions pos[p] for p in
-// [begin[o], begin[o + 1]). Regular rows are stored zero-padded (Axis::row_offset), so that window o
-// covers [o * stride, o * stride + kernel); adaptive rows are not padded.
+// The windows along W as (window, column) pairs in padded row coordinates: pair p says that window
+// win[p] covers row position pos[p]. Regular rows are stored zero-padded (Axis::row_offset), so that
+// window o covers [o * stride, o * stride + kernel), and their pairs run k-major: p = k * out + o.
+// Adaptive rows are not padded.
 struct RowWindows {
-  std::vector<int64_t> begin, pos;
+  bool regular = false;
+  int64_t kernel = 0, stride = 0, out = 0;
+  std::vector<int64_t> pos, win;
 };
 
 RowWindows row_windows(const Axis& a) {
   RowWindows r;
-  r.begin.push_back(0);
-  for (int64_t o = 0; o < a.out; ++o) {
-    const int64_t lo = a.regular() ? o * a.stride : a.start[o];
-    const int64_t len = a.regular() ? a.kernel : a.end[o] - a.start[o];
-    for (int64_t k = 0; k < len; ++k) r.pos.push_back(lo + k);
-    r.begin.push_back(static_cast<int64_t>(r.pos.size()));
+  r.regular = a.regular();
+  r.kernel = a.kernel;
+  r.stride = a.stride;
+  r.out = a.out;
+  if (r.regular) {
+    for (int64_t k = 0; k < a.kernel; ++k)
+      for (int64_t o = 0; o < a.out; ++o) {
+        r.pos.push_back(o * a.stride + k);
+        r.win.push_back(o);
+      }
+  } else {
+    for (int64_t o = 0; o < a.out; ++o)
+      for (int64_t i = a.start[o]; i < a.end[o]; ++i) {
+        r.pos.push_back(i);
+        r.win.push_back(o);
+      }
   }
   return r;
+}
+
+// Regular windows, step 3 below: m[o] = max of c over window o (c holds no NaN) and u[p] = c_j - m_o
+// (-inf where m_o is not finite).
+// The stride S is known at compile time when > 0, so that the strided loops vectorise.
+template <int S, typename acc_t>
+void regular_max_diff(const acc_t* __restrict c, int64_t n, int64_t kernel, int64_t stride, acc_t* __restrict m,
+                      acc_t* __restrict u) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t o = 0; o < n; ++o) m[o] = c[o * s];
+  for (int64_t k = 1; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      const acc_t v = c[o * s + k];
+      m[o] = v > m[o] ? v : m[o];
+    }
+  for (int64_t k = 0; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      const bool finite = m[o] - m[o] == 0;  // otherwise u = 0: the window is computed exactly
+      u[k * n + o] = finite ? c[o * s + k] - m[o] : -std::numeric_limits<acc_t>::infinity();
+    }
+}
+
+// Regular windows: S_o = sum_j u_oj col_j and T_o = sum_j u_oj wcol_j.
+template <int S, typename acc_t>
+void regular_sums(const acc_t* __restrict u, const acc_t* __restrict col, const acc_t* __restrict wcol, int64_t n,
+                  int64_t kernel, int64_t stride, acc_t* __restrict sums, acc_t* __restrict wsums) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t o = 0; o < n; ++o) {
+    sums[o] = u[o] * col[o * s];
+    wsums[o] = u[o] * wcol[o * s];
+  }
+  for (int64_t k = 1; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      sums[o] += u[k * n + o] * col[o * s + k];
+      wsums[o] += u[k * n + o] * wcol[o * s + k];
+    }
+}
+
+// Regular windows, backward: A_j += a_o u_oj and B_j += a_o u_oj (y_o - c_j) (nothing where a_o u_oj is 0,
+// so that a column with no finite value, c_j = -inf, adds no NaN).
+// wa and wb (kernel * n each, k-major like u) are scratch.
+template <int S, typename acc_t>
+void regular_spread(const acc_t* __restrict c, const acc_t* __restrict u, const acc_t* __restrict a,
+                    const acc_t* __restrict y, int64_t n, int64_t kernel, int64_t stride, acc_t* __restrict wa,
+                    acc_t* __restrict wb, acc_t* __restrict a_row, acc_t* __restrict b_row) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t k = 0; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      const acc_t w = a[o] * u[k * n + o];
+      wa[k * n + o] = w;
+      wb[k * n + o] = w == 0 ? acc_t(0) : w * (y[o] - c[o * s + k]);
+    }
+  for (int64_t k = 0; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      a_row[o * s + k] += wa[k * n + o];
+      b_row[o * s + k] += wb[k * n + o];
+    }
 }
 
 // The most input rows one output row reads.
@@ -284,6 +354,8 @@ struct TileScratch {
   std::vector<acc_t> e;              // backward: the tile's rows of e, each row_len() long
   std::vector<acc_t> m, sums, wsums; // per window: m_o, S_o, T_o
   std::vector<acc_t> u;              // per (window, column) pair: u_oj
+  std::vector<acc_t> coef_a, coef_y; // backward, per window: a_o = g_o / S_o and y_o (0 for exact windows)
+  std::vector<acc_t> wa, wb;         // backward, per pair: a_o u_oj and a_o u_oj (y_o - c_j)
   std::vector<acc_t> a_row, b_row;   // backward: A_j and B_j
   std::vector<int64_t> slow;         // windows to compute exactly
 
@@ -298,6 +370,10 @@ struct TileScratch {
     u.resize(rw.pos.size());
     if (backward) {
       e.assign(max_tile_rows(g) * RW, acc_t(0));  // the padding entries stay 0
+      coef_a.resize(g.ax[2].out);
+      wa.resize(rw.pos.size());
+      wb.resize(rw.pos.size());
+      coef_y.resize(g.ax[2].out);
       a_row.resize(RW);
       b_row.resize(RW);
     }
@@ -329,68 +405,81 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
   acc_t* col = s.col.data() + off;
   acc_t* wcol = s.wcol.data() + off;
 
-  // 1. Column maxima (NaN if the column holds one); padding columns stay -inf.
-  std::fill(s.cmax.begin(), s.cmax.end(), -kInf);
-  for (int64_t d = rows.d0; d < rows.d1; ++d)
-    for (int64_t h = rows.h0; h < rows.h1; ++h) {
-      const acc_t* row = xp + (d * H + h) * W;
-      for (int64_t i = 0; i < W; i += V) {
-        const int64_t count = std::min(V, W - i);
-        store_acc(cmax + i, at::vec::maximum(load_acc(cmax + i, count), load_acc(row + i, count)), count);
-      }
-    }
-
-  // 2. e = exp(x - c_j), summed per column. A column whose max is not finite gets e = 0: every window
-  //    containing it has a non-finite max (NaN, +inf) or no finite value (-inf) and is computed exactly.
-  //    -inf entries of finite columns get e = 0 and add nothing to wcol (not 0 * -inf).
+  // Steps 1 and 2, one vector of columns at a time, the running sums in registers.
+  const Vec zero(0), lowest(-kInf), pos_inf(kInf);
+  std::fill(s.cmax.begin(), s.cmax.end(), -kInf);  // padding columns: c = -inf, col = wcol = 0
   std::fill(s.col.begin(), s.col.end(), acc_t(0));
   std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
-  const Vec zero(0);
-  int64_t t = 0;
-  for (int64_t d = rows.d0; d < rows.d1; ++d)
-    for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
-      const acc_t* row = xp + (d * H + h) * W;
-      acc_t* e_row = store_e ? s.e.data() + t * aw.row_len() + off : nullptr;
-      for (int64_t i = 0; i < W; i += V) {
-        const int64_t count = std::min(V, W - i);
-        const Vec xv = load_acc(row + i, count), cv = load_acc(cmax + i, count);
-        const Vec finite = (cv - cv) == zero;
-        Vec ev = exp_nonpositive(xv - Vec::blendv(zero, cv, finite));
-        ev = Vec::blendv(zero, ev, finite);
-        store_acc(col + i, load_acc(col + i, count) + ev, count);
-        store_acc(wcol + i, load_acc(wcol + i, count) + Vec::blendv(ev * xv, zero, ev == zero), count);
-        if (e_row) store_acc(e_row + i, ev, count);
+  const int64_t RW = aw.row_len();
+  for (int64_t i = 0; i < W; i += V) {
+    const int64_t count = std::min(V, W - i);
+    // 1. Column maxima. A NaN column gets c = +inf, so that every window containing it has a non-finite max.
+    Vec cv = lowest;
+    for (int64_t d = rows.d0; d < rows.d1; ++d)
+      for (int64_t h = rows.h0; h < rows.h1; ++h) {
+        const Vec xv = load_acc(xp + (d * H + h) * W + i, count);
+        cv = at::vec::maximum(cv, xv);
       }
-    }
+    cv = Vec::blendv(cv, pos_inf, cv != cv);
+    store_acc(cmax + i, cv, count);
+    // 2. e = exp(x - c_j), summed per column. A column whose max is not finite gets e = 0: every window
+    //    containing it has a non-finite max (NaN, +inf) or no finite value (-inf) and is computed exactly.
+    //    -inf entries of finite columns get e = 0 and add nothing to wcol (not 0 * -inf).
+    const Vec finite = (cv - cv) == zero;
+    const Vec ref = Vec::blendv(zero, cv, finite);
+    Vec colv = zero, wcolv = zero;
+    int64_t t = 0;
+    for (int64_t d = rows.d0; d < rows.d1; ++d)
+      for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
+        const Vec xv = load_acc(xp + (d * H + h) * W + i, count);
+        const Vec ev = Vec::blendv(zero, exp_nonpositive(xv - ref), finite);
+        colv = colv + ev;
+        wcolv = wcolv + Vec::blendv(ev * xv, zero, ev == zero);
+        if (store_e) store_acc(s.e.data() + t * RW + off + i, ev, count);
+      }
+    store_acc(col + i, colv, count);
+    store_acc(wcol + i, wcolv, count);
+  }
 
-  // 3. Per window: m_o, u_oj = exp(c_j - m_o), S_o and T_o.
+  // 3. Per window: m_o, u_oj = exp(c_j - m_o), S_o and T_o (u = 0 where m_o is not finite: those windows
+  //    are computed exactly).
   const int64_t pairs = static_cast<int64_t>(rw.pos.size());
-  for (int64_t o = 0; o < aw.out; ++o) {
-    acc_t m = -kInf;
-    for (int64_t p = rw.begin[o]; p < rw.begin[o + 1]; ++p) m = max_nan(m, s.cmax[rw.pos[p]]);
-    s.m[o] = m;
-    const bool finite = std::isfinite(m);
-    for (int64_t p = rw.begin[o]; p < rw.begin[o + 1]; ++p) s.u[p] = finite ? s.cmax[rw.pos[p]] - m : -kInf;
+  const int64_t n = aw.out;
+  if (rw.regular) {
+    if (rw.stride == 1) regular_max_diff<1>(s.cmax.data(), n, rw.kernel, 1, s.m.data(), s.u.data());
+    else if (rw.stride == 2) regular_max_diff<2>(s.cmax.data(), n, rw.kernel, 2, s.m.data(), s.u.data());
+    else regular_max_diff<0>(s.cmax.data(), n, rw.kernel, rw.stride, s.m.data(), s.u.data());
+  } else {
+    std::fill(s.m.begin(), s.m.end(), -kInf);
+    for (int64_t p = 0; p < pairs; ++p) s.m[rw.win[p]] = max_nan(s.m[rw.win[p]], s.cmax[rw.pos[p]]);
+    for (int64_t p = 0; p < pairs; ++p) {
+      const acc_t m = s.m[rw.win[p]];
+      s.u[p] = std::isfinite(m) ? s.cmax[rw.pos[p]] - m : -kInf;
+    }
   }
   for (int64_t p = 0; p < pairs; p += V) {
     const int64_t count = std::min(V, pairs - p);
     store_acc(s.u.data() + p, exp_nonpositive(load_acc(s.u.data() + p, count)), count);
   }
-  for (int64_t o = 0; o < aw.out; ++o) {
-    acc_t S = 0, T = 0;
-    for (int64_t p = rw.begin[o]; p < rw.begin[o + 1]; ++p) {
-      S += s.u[p] * s.col[rw.pos[p]];
-      T += s.u[p] * s.wcol[rw.pos[p]];
+  if (rw.regular) {
+    const acc_t *u = s.u.data(), *c = s.col.data(), *wc = s.wcol.data();
+    if (rw.stride == 1) regular_sums<1>(u, c, wc, n, rw.kernel, 1, s.sums.data(), s.wsums.data());
+    else if (rw.stride == 2) regular_sums<2>(u, c, wc, n, rw.kernel, 2, s.sums.data(), s.wsums.data());
+    else regular_sums<0>(u, c, wc, n, rw.kernel, rw.stride, s.sums.data(), s.wsums.data());
+  } else {
+    std::fill(s.sums.begin(), s.sums.end(), acc_t(0));
+    std::fill(s.wsums.begin(), s.wsums.end(), acc_t(0));
+    for (int64_t p = 0; p < pairs; ++p) {
+      s.sums[rw.win[p]] += s.u[p] * s.col[rw.pos[p]];
+      s.wsums[rw.win[p]] += s.u[p] * s.wcol[rw.pos[p]];
     }
-    s.sums[o] = S;
-    s.wsums[o] = T;
   }
 }
 
 // Whether window o of the last tile_stats can use its sums (otherwise it is computed exactly).
 template <typename acc_t>
 inline bool tile_window_ok(const TileScratch<acc_t>& s, int64_t o) {
-  return std::isfinite(s.m[o]) && s.sums[o] >= kMinSum<acc_t> && std::isfinite(s.wsums[o]);
+  return (s.m[o] - s.m[o] == 0) & (s.sums[o] >= kMinSum<acc_t>) & (s.wsums[o] - s.wsums[o] == 0);
 }
 
 // One input row of a tile: dx += e * ((1 + x - c) * A - B), nothing where e is 0.
@@ -459,22 +548,31 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scala
           const int64_t base = (od * oH + oh) * oW;
           tile_stats(xp, g, rw, rows, /*store_e=*/true, s);
           // A_j and B_j from each window's a_o = g_o / S_o and y_o.
+          int64_t n_slow = 0;
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const bool ok = tile_window_ok(s, ow);
+            const acc_t inv = acc_t(1) / s.sums[ow];
+            s.coef_a[ow] = ok ? static_cast<acc_t>(gp[base + ow]) * inv : acc_t(0);
+            s.coef_y[ow] = ok ? s.wsums[ow] * inv : acc_t(0);
+            n_slow += !ok;
+          }
+          s.slow.clear();
+          for (int64_t ow = 0; n_slow > 0 && ow < oW; ++ow)
+            if (!tile_window_ok(s, ow)) s.slow.push_back(ow);
           std::fill(s.a_row.begin(), s.a_row.end(), acc_t(0));
           std::fill(s.b_row.begin(), s.b_row.end(), acc_t(0));
-          s.slow.clear();
-          for (int64_t ow = 0; ow < oW; ++ow) {
-            if (!tile_window_ok(s, ow)) {
-              s.slow.push_back(ow);
-              continue;
-            }
-            const acc_t a = static_cast<acc_t>(gp[base + ow]) / s.sums[ow];
-            const acc_t yv = s.wsums[ow] / s.sums[ow];
-            for (int64_t q = rw.begin[ow]; q < rw.begin[ow + 1]; ++q) {
-              if (s.u[q] == 0) continue;  // a column with no finite value, or far below m_o
-              const int64_t j = rw.pos[q];
-              const acc_t au = a * s.u[q];
-              s.a_row[j] += au;
-              s.b_row[j] += au * (yv - s.cmax[j]);
+          const acc_t *c = s.cmax.data(), *u = s.u.data(), *a = s.coef_a.data(), *y = s.coef_y.data();
+          if (rw.regular) {
+            acc_t *wa = s.wa.data(), *wb = s.wb.data(), *ar = s.a_row.data(), *br = s.b_row.data();
+            if (rw.stride == 1) regular_spread<1>(c, u, a, y, oW, rw.kernel, 1, wa, wb, ar, br);
+            else if (rw.stride == 2) regular_spread<2>(c, u, a, y, oW, rw.kernel, 2, wa, wb, ar, br);
+            else regular_spread<0>(c, u, a, y, oW, rw.kernel, rw.stride, wa, wb, ar, br);
+          } else {
+            for (size_t q = 0; q < rw.pos.size(); ++q) {
+              const int64_t j = rw.pos[q], o = rw.win[q];
+              const acc_t w = a[o] * u[q];
+              s.a_row[j] += w;
+              s.b_row[j] += w == 0 ? acc_t(0) : w * (y[o] - c[j]);
             }
           }
           int64_t t = 0;
