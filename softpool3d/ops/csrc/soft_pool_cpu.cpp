@@ -39,8 +39,8 @@ using at::vec::Vectorized;
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-// Smallest window sum S that the vectorised path trusts (it is >= 1 for any window with a
-// finite max; the check guards the exact fallback's assumptions only).
+// Smallest window sum S that the vectorised path trusts. S is about 1 or more for any window with a
+// finite max (its largest entry contributes exp(0)), so only non-finite windows fail the check.
 template <typename acc_t>
 constexpr acc_t kMinSum = std::is_same_v<acc_t, double> ? acc_t(1e-200) : acc_t(1e-15);
 
@@ -236,7 +236,7 @@ inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
 //   2. e = exp(x - c_j), col_j = sum of e over the rows and wcol_j = sum of e * x;
 //   3. per window o: m_o = max of c_j over its columns (the window's own max), u_oj = exp(c_j - m_o),
 //        S_o = sum_j u_oj col_j,  T_o = sum_j u_oj wcol_j,  y_o = T_o / S_o.
-// Every reference (c_j, m_o) is the max of values inside the windows it serves, so S_o >= 1 and nothing
+// Every reference (c_j, m_o) is the max of values inside the windows it serves, so S_o >= ~1 and nothing
 // that matters underflows, whatever the values: the work is the same for every input, and each window's
 // result depends on its own values only. Windows with a NaN or infinite max, or a non-finite T (|x| near
 // FLT_MAX), are computed by exact_forward / exact_backward.
