@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import softpool3d as sp
 from softpool3d.ops import backend_for, force_backend, reference
@@ -175,6 +176,62 @@ def test_huge_magnitudes_stay_finite_and_exact(device, seed, dtype, magnitude, g
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(y.double(), reference.forward(x.double(), windows_for(x, 3, *geometry)),
                                rtol=2 * eps, atol=0)
+
+
+def _activations(kind: str, shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+    """Inputs like real activations, where most windows sit far below the largest value of their (n, c)
+    plane: randn plus one +40 per plane ("outlier"), and ReLU of a Student-t with 2 degrees of freedom."""
+    if kind == "outlier":
+        x = torch.randn(shape, dtype=torch.float64)
+        planes = x.view(shape[0] * shape[1], -1)
+        planes[torch.arange(planes.shape[0]), torch.randint(planes.shape[1], (planes.shape[0],))] += 40.0
+    else:
+        x = torch.relu(torch.distributions.StudentT(torch.tensor(2.0, dtype=torch.float64)).sample(shape))
+    return x.to(dtype).to(device)
+
+
+@pytest.mark.parametrize("kind", ["outlier", "relu_student_t"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5), (torch.float16, 2e-3),
+                                       (torch.bfloat16, 1.6e-2)])
+@pytest.mark.parametrize("geometry", [(3, 2, 1, True), (2, 2, 0, False), (3, 1, 1, False)],
+                         ids=["k3s2p1", "k2s2", "k3s1p1"])
+def test_realistic_activations_match_float64_reference(device, seed, kind, dtype, tol, geometry):
+    # Overlapping and disjoint windows, each far below (or holding) its plane's largest value. Gradients sum
+    # terms as large as the inputs (and the upstream gradient is rounded to the dtype): atol scales with them.
+    x = _activations(kind, (2, 3, 5, 9, 20), dtype, device)
+    scale = max(1.0, float(x.double().abs().max()))
+    _check(x, lambda t: sp.soft_pool3d(t, *geometry), windows_for(x, 3, *geometry), rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("geometry", [(3, 2, 1, True), (2, 2, 0, False), (3, 1, 1, False)],
+                         ids=["k3s2p1", "k2s2", "k3s1p1"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_window_result_depends_on_its_own_values_only(device, seed, geometry, dtype):
+    # A large value added to one input changes no output whose window lacks it, and no gradient of an
+    # input that shares no window with it: bit for bit, whatever the rest of the plane holds.
+    x = torch.randn(2, 3, 5, 9, 20, dtype=dtype, device=device)
+    grad = torch.randn(sp.soft_pool3d(x, *geometry).shape, dtype=dtype, device=device)
+    where = (slice(None), slice(None), 3, 7, 17)
+    x_far = x.clone()
+    x_far[where] += 60.0
+    results = []
+    for t in (x, x_far):
+        t = t.detach().requires_grad_(True)
+        y = sp.soft_pool3d(t, *geometry)
+        results.append((y, *torch.autograd.grad(y, t, grad)))
+    # The outputs whose window holds the changed input, and the inputs that share a window with it.
+    kernel, stride, padding, ceil_mode = geometry
+    marker = torch.zeros(x.shape, dtype=torch.float64)
+    marker[where] = 1.0
+    touched_out = F.max_pool3d(marker, kernel, stride, padding, ceil_mode=ceil_mode) > 0
+    marker.requires_grad_(True)
+    spread = F.avg_pool3d(marker, kernel, stride, padding, ceil_mode=ceil_mode, count_include_pad=False)
+    touched_in = (torch.autograd.grad(spread, marker, touched_out.double())[0] > 0).to(x.device)
+    touched_out = touched_out.to(x.device)
+    (y, gx), (y_far, gx_far) = results
+    assert touched_out.any() and not touched_out.all() and not touched_in.all()
+    assert torch.equal(y[~touched_out], y_far[~touched_out])
+    assert torch.equal(gx[~touched_in], gx_far[~touched_in])
 
 
 @pytest.mark.parametrize("geometry", [(2, 2, 0, False), (3, 1, 1, False)], ids=["disjoint", "overlapping"])

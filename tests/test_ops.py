@@ -2,7 +2,7 @@
 
 The operator's contract (values, gradients, dtypes, magnitudes, non-finite input, layouts) runs on
 every backend in test_op_contract.py; here: a property-based cross-check against the reference, the
-shared-max fast path's exact fallback, channels_last without a copy, unbatched input and errors."""
+windows of very different scales in one row, channels_last without a copy, unbatched input and errors."""
 
 import sys
 from pathlib import Path
@@ -123,8 +123,8 @@ def test_global_pool_is_softmax_weighted_mean(seed):
 
 @pytest.mark.parametrize("geometry", [(2, 2, 0), (3, 2, 1)])
 def test_mixed_scales_in_one_row_use_exact_windows(seed, geometry):
-    # Rows hold values near 0 and near 1000: windows far below the shared max cannot
-    # share its exp and must be recomputed exactly, forward and backward.
+    # Rows hold values near 0 and near 1000: windows far below the row's largest value must still
+    # be exact, forward and backward.
     x = torch.randn(1, 2, 4, 8, 8, dtype=torch.float64)
     x[..., :3] += 1000.0
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):

@@ -8,6 +8,13 @@ machine's speed affects them alike.
 
     python tools/benchmark_ops.py                 # the full table (fp32 and bf16, 1D/2D/3D)
     python tools/benchmark_ops.py --quick         # the two 3D target shapes, fp32 only
+    python tools/benchmark_ops.py --inputs        # k3s2p1 fwd+bwd on three kinds of input, 2 threads
+
+``--inputs`` times SoftPool, max_pool3d and avg_pool3d (fwd+bwd, round-robin) on randn, on randn
+plus one +40 per (n, c) plane, and on ReLU of a Student-t with 2 degrees of freedom: inputs like
+real activations, where most windows sit far below their plane's largest value. It prints each
+input's ratios to max_pool3d and to SoftPool on randn. With ATEN_CPU_CAPABILITY=avx2 (or default)
+the kernel and PyTorch's pools run built for that vector width.
 """
 
 from __future__ import annotations
@@ -131,9 +138,55 @@ def bench_contenders(fns: dict, x, grad, reps: int, warmup: int) -> dict:
     return results
 
 
+# --inputs: the case, and inputs like real activations.
+INPUTS_CASE = ((8, 64, 8, 32, 32), 3, 2, 1)
+
+
+def realistic_inputs(shape: tuple) -> dict[str, torch.Tensor]:
+    """randn, randn plus one +40 per (n, c) plane, and ReLU of a Student-t with 2 degrees of freedom; float32."""
+    x = torch.randn(shape)
+    outlier = torch.randn(shape)
+    planes = outlier.view(shape[0] * shape[1], -1)
+    planes[torch.arange(planes.shape[0]), torch.randint(planes.shape[1], (planes.shape[0],))] += 40.0
+    student_t = torch.relu(torch.distributions.StudentT(2.0).sample(shape))
+    return {"randn": x, "randn + one 40 per plane": outlier, "ReLU(Student-t, 2 dof)": student_t}
+
+
+def bench_inputs(reps: int, warmup: int, threads: int) -> None:
+    """SoftPool, max_pool3d and avg_pool3d fwd+bwd on the three inputs, round-robin over inputs and contenders."""
+    shape, k, s, p = INPUTS_CASE
+    torch.set_num_threads(threads)
+    fns = {"soft": lambda x: soft_pool3d(x, k, s, p), "max_pool3d": lambda x: F.max_pool3d(x, k, s, p),
+           "avg_pool3d": lambda x: F.avg_pool3d(x, k, s, p)}
+    inputs = {name: x.requires_grad_(True) for name, x in realistic_inputs(shape).items()}
+    grad = torch.randn(F.max_pool3d(torch.empty(shape), k, s, p).shape)
+    assert backend_for(grad) == "cpp"
+    times = {(i, f): [] for i in inputs for f in fns}
+    for round_index in range(warmup + reps):
+        for input_name, x in inputs.items():
+            for fn_name, fn in fns.items():
+                elapsed = timed_ms(lambda: torch.autograd.grad(fn(x), x, grad))
+                if round_index >= warmup:
+                    times[input_name, fn_name].append(elapsed)
+    ms = {key: statistics.median(values) for key, values in times.items()}
+    print(f"# k{k}s{s}p{p} fwd+bwd on {shape}, float32, {threads} threads, kernel {cpp.capability()}, "
+          f"torch {torch.__version__}, median of {reps} rounds")
+    print()
+    print("| input | soft ms | max_pool3d ms | avg_pool3d ms | soft / max_pool3d | soft / avg_pool3d "
+          "| soft / soft on randn |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for input_name in inputs:
+        soft, max_ms, avg_ms = (ms[input_name, f] for f in fns)
+        print(f"| {input_name} | {soft:.1f} | {max_ms:.1f} | {avg_ms:.1f} | {soft / max_ms:.2f} | "
+              f"{soft / avg_ms:.2f} | {soft / ms['randn', 'soft']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only the two 3D target cases in fp32")
+    parser.add_argument("--inputs", action="store_true",
+                        help="k3s2p1 fwd+bwd on randn, randn with outliers and ReLU(Student-t), against max_pool3d")
+    parser.add_argument("--threads", type=int, default=2, help="threads for --inputs")
     parser.add_argument("--reps", type=int, default=10, help="timed rounds per case")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--dtypes", default="float32,bfloat16")
@@ -146,6 +199,9 @@ def main() -> None:
     if not cpp.load():
         sys.exit("the C++ kernel is not available; nothing to benchmark")
     torch.manual_seed(0)
+    if args.inputs:
+        bench_inputs(args.reps, args.warmup, args.threads)
+        return
     print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernel {cpp.capability()}")
     results = []

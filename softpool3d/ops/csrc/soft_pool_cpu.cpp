@@ -9,16 +9,13 @@
 // Per window:  m = max x,  w_i = exp(x_i - m) / sum_j exp(x_j - m),  y = sum_i w_i x_i
 //              dL/dx_i = sum over windows containing i of g * w_i * (1 + x_i - y)
 //
-// Contiguous (N, C, D, H, W) input: one plane (n, c) at a time. The plane shares one
-// reference max M, so exp(x - M) is computed once per element per pass, vectorised
-// along W; the window sums are then separable: along W per row, then across rows.
-// A window whose sum S = sum exp(x - M) underflows (its own max is far below M) or
-// whose result is not finite is recomputed exactly with its own max, so the result
-// equals the per-window formula for any input. Backward uses the gather form
-//   dx_i = e_i * sum_w (g_w / S_w) * (1 + (x_i - M) - (y_w - M)),  e_i = exp(x_i - M)
-// where the sums over windows containing i are again separable. No atomics.
-// Backward reads only grad and x: y is recomputed in acc_t from the same sums, so the op
-// saves nothing but its input, and in-place ops on the output cannot corrupt the gradient.
+// Contiguous (N, C, D, H, W) input: one plane (n, c) per thread at a time, one output row
+// (od, oh) at a time, vectorised along W. Every exp is taken against the max of values inside
+// the windows it serves (each column's max over the output row's input rows, then each
+// window's max of those), so no window's sum underflows: the time does not depend on the
+// values, and each window's result depends on its own values only. Windows with a NaN or
+// infinite max are computed exactly (exact_forward / exact_backward). Details above
+// forward_contiguous.
 //
 // channels_last input: vectorised across C with each window's own max.
 
@@ -42,8 +39,8 @@ using at::vec::Vectorized;
 template <typename scalar_t>
 using acc_type = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-// Smallest window sum S = sum exp(x - M) that the shared-max path trusts. Above it
-// every term that matters is a normal number; below it the window is recomputed.
+// Smallest window sum S that the vectorised path trusts. S is about 1 or more for any window with a
+// finite max (its largest entry contributes exp(0)), so only non-finite windows fail the check.
 template <typename acc_t>
 constexpr acc_t kMinSum = std::is_same_v<acc_t, double> ? acc_t(1e-200) : acc_t(1e-15);
 
@@ -204,75 +201,13 @@ inline acc_t max_nan(acc_t a, acc_t b) {
   return (std::isnan(a) || std::isnan(b)) ? std::numeric_limits<acc_t>::quiet_NaN() : (a > b ? a : b);
 }
 
-// Max of n values; NaN if any is NaN.
-template <typename acc_t>
-acc_t vector_max(const acc_t* x, int64_t n) {
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  Vec vmax(-std::numeric_limits<acc_t>::infinity());
-  int64_t i = 0;
-  for (; i + V <= n; i += V) vmax = at::vec::maximum(vmax, Vec::loadu(x + i));
-  alignas(64) acc_t lanes[V];
-  vmax.store(lanes);
-  acc_t m = -std::numeric_limits<acc_t>::infinity();
-  for (int64_t l = 0; l < V; ++l) m = max_nan(m, lanes[l]);
-  for (; i < n; ++i) m = max_nan(m, x[i]);
-  return m;
-}
-
-// exp of non-positive arguments (x - M with M the max). float uses ATen's polynomial exp_u20 (the one
+// exp of non-positive arguments (x - m with m a max). float uses ATen's polynomial exp_u20 (the one
 // softmax uses, a few ulp looser than exp but several times faster; it gives 0 below log(FLT_MIN));
 // double keeps the full-precision exp.
 template <typename acc_t>
 inline Vectorized<acc_t> exp_nonpositive(const Vectorized<acc_t>& v) {
   if constexpr (std::is_same_v<acc_t, float>) return v.exp_u20();
   else return v.exp();
-}
-
-// e[i] = exp(x[i] - M) and, if ex is given, ex[i] = e[i] * x[i].
-template <typename acc_t>
-void exp_shifted(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* ex) {
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  const Vec vM(M);
-  int64_t i = 0;
-  for (; i + V <= n; i += V) {
-    const Vec xv = Vec::loadu(x + i);
-    const Vec ev = exp_nonpositive(xv - vM);
-    ev.store(e + i);
-    if (ex) (ev * xv).store(ex + i);
-  }
-  if (i < n) {
-    const int64_t r = n - i;
-    const Vec xv = Vec::loadu(x + i, r);
-    const Vec ev = exp_nonpositive(xv - vM);
-    ev.store(e + i, r);
-    if (ex) (ev * xv).store(ex + i, r);
-  }
-}
-
-// One row of a tile: e = exp(x - M) (stored when e is given), col += e and wcol += e * x.
-template <typename acc_t>
-void exp_accumulate(const acc_t* x, int64_t n, acc_t M, acc_t* e, acc_t* __restrict col, acc_t* __restrict wcol) {
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  const Vec vM(M);
-  for (int64_t i = 0; i < n; i += V) {
-    const int64_t r = std::min(V, n - i);
-    const Vec xv = r == V ? Vec::loadu(x + i) : Vec::loadu(x + i, r);
-    const Vec ev = exp_nonpositive(xv - vM);
-    const Vec cv = (r == V ? Vec::loadu(col + i) : Vec::loadu(col + i, r)) + ev;
-    const Vec wv = (r == V ? Vec::loadu(wcol + i) : Vec::loadu(wcol + i, r)) + ev * xv;
-    if (r == V) {
-      cv.store(col + i);
-      wv.store(wcol + i);
-      if (e) ev.store(e + i);
-    } else {
-      cv.store(col + i, r);
-      wv.store(wcol + i, r);
-      if (e) ev.store(e + i, r);
-    }
-  }
 }
 
 template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
@@ -293,37 +228,156 @@ inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
   else v.store(p, count);
 }
 
-// One input row's gradient: dx = e * ((1 + x - M) * a - b), and 0 where e = exp(x - M) is 0.
-// a and b are the row's gathered window coefficients (g/S and g/S * (y - M) summed over its windows).
-template <typename acc_t>
-void gather_row(const acc_t* x, const acc_t* e, const acc_t* a, const acc_t* b, acc_t M, int64_t n, acc_t* dx) {
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  const Vec vM(M), one(1), zero(0);
-  for (int64_t i = 0; i < n; i += V) {
-    const int64_t count = std::min(V, n - i);
-    const Vec xv = load_acc(x + i, count), ev = load_acc(e + i, count);
-    const Vec grad = ev * ((one + (xv - vM)) * load_acc(a + i, count) - load_acc(b + i, count));
-    store_acc(dx + i, Vec::blendv(grad, zero, ev == zero), count);
+// ---------------------------------------------------------------- contiguous input, one output row at a time
+//
+// Output row (od, oh) reads a tile: the input rows (d, h) with d in [d0, d1) and h in [h0, h1), each along
+// all of W. Its windows differ only along W. Per tile, vectorised along W:
+//   1. c_j = max of column j over the tile's rows (+inf if it holds a NaN);
+//   2. e = exp(x - c_j), col_j = sum of e over the rows and wcol_j = sum of e * x;
+//   3. per window o: m_o = max of c_j over its columns (the window's own max), u_oj = exp(c_j - m_o),
+//        S_o = sum_j u_oj col_j,  T_o = sum_j u_oj wcol_j,  y_o = T_o / S_o.
+// Every reference (c_j, m_o) is the max of values inside the windows it serves, so S_o >= ~1 and nothing
+// that matters underflows, whatever the values: the work is the same for every input, and each window's
+// result depends on its own values only. Windows with a NaN or infinite max, or a non-finite T (|x| near
+// FLT_MAX), are computed by exact_forward / exact_backward.
+//
+// Backward recomputes the same statistics per tile and scatters into the plane's dx (zeroed first; a
+// plane belongs to one thread, so no atomics):
+//   dx_i += e_i * ((1 + x_i - c_j) A_j - B_j),  A_j = sum_o a_o u_oj,  B_j = sum_o a_o u_oj (y_o - c_j),
+// with a_o = g_o / S_o, over the tile's windows o that contain column j. Backward reads only grad and x:
+// y is recomputed in acc_t, so the op saves nothing but its input, and in-place ops on the output cannot
+// corrupt the gradient.
+
+// The windows along W as (window, column) pairs in padded row coordinates: pair p says that window
+// win[p] covers row position pos[p]. Regular rows are stored zero-padded (Axis::row_offset), so that
+// window o covers [o * stride, o * stride + kernel), and their pairs run k-major: p = k * out + o.
+// Adaptive rows are not padded.
+struct RowWindows {
+  bool regular = false;
+  int64_t kernel = 0, stride = 0, out = 0;
+  std::vector<int64_t> pos, win;
+};
+
+RowWindows row_windows(const Axis& a) {
+  RowWindows r;
+  r.regular = a.regular();
+  r.kernel = a.kernel;
+  r.stride = a.stride;
+  r.out = a.out;
+  if (r.regular) {
+    for (int64_t k = 0; k < a.kernel; ++k)
+      for (int64_t o = 0; o < a.out; ++o) {
+        r.pos.push_back(o * a.stride + k);
+        r.win.push_back(o);
+      }
+  } else {
+    for (int64_t o = 0; o < a.out; ++o)
+      for (int64_t i = a.start[o]; i < a.end[o]; ++i) {
+        r.pos.push_back(i);
+        r.win.push_back(o);
+      }
   }
+  return r;
 }
 
-// ---------------------------------------------------------------- contiguous planes
-//
-// Windows may overlap along D and H (kernel 3, stride 2). One reference max M per plane; the plane's
-// rows of e = exp(x - M) are kept (zero-padded along W). Each output row (od, oh) sums its input rows
-// first, vectorised along W, and takes the W-axis window sums of that one row.
+// Regular windows, step 3 below: m[o] = max of c over window o (c holds no NaN) and u[p] = c_j - m_o
+// (-inf where m_o is not finite).
+// The stride S is known at compile time when > 0, so that the strided loops vectorise.
+template <int S, typename acc_t>
+void regular_max_diff(const acc_t* __restrict c, int64_t n, int64_t kernel, int64_t stride, acc_t* __restrict m,
+                      acc_t* __restrict u) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t o = 0; o < n; ++o) m[o] = c[o * s];
+  for (int64_t k = 1; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      const acc_t v = c[o * s + k];
+      m[o] = v > m[o] ? v : m[o];
+    }
+  for (int64_t k = 0; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      const bool finite = m[o] - m[o] == 0;  // otherwise u = 0: the window is computed exactly
+      u[k * n + o] = finite ? c[o * s + k] - m[o] : -std::numeric_limits<acc_t>::infinity();
+    }
+}
+
+// Regular windows: S_o = sum_j u_oj col_j and T_o = sum_j u_oj wcol_j.
+template <int S, typename acc_t>
+void regular_sums(const acc_t* __restrict u, const acc_t* __restrict col, const acc_t* __restrict wcol, int64_t n,
+                  int64_t kernel, int64_t stride, acc_t* __restrict sums, acc_t* __restrict wsums) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t o = 0; o < n; ++o) {
+    sums[o] = u[o] * col[o * s];
+    wsums[o] = u[o] * wcol[o * s];
+  }
+  for (int64_t k = 1; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      sums[o] += u[k * n + o] * col[o * s + k];
+      wsums[o] += u[k * n + o] * wcol[o * s + k];
+    }
+}
+
+// Regular windows, backward: A_j += a_o u_oj and B_j += a_o u_oj (y_o - c_j) (nothing where a_o u_oj is 0,
+// so that a column with no finite value, c_j = -inf, adds no NaN).
+// wa and wb (kernel * n each, k-major like u) are scratch.
+template <int S, typename acc_t>
+void regular_spread(const acc_t* __restrict c, const acc_t* __restrict u, const acc_t* __restrict a,
+                    const acc_t* __restrict y, int64_t n, int64_t kernel, int64_t stride, acc_t* __restrict wa,
+                    acc_t* __restrict wb, acc_t* __restrict a_row, acc_t* __restrict b_row) {
+  const int64_t s = S > 0 ? S : stride;
+  for (int64_t k = 0; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      const acc_t w = a[o] * u[k * n + o];
+      wa[k * n + o] = w;
+      wb[k * n + o] = w == 0 ? acc_t(0) : w * (y[o] - c[o * s + k]);
+    }
+  for (int64_t k = 0; k < kernel; ++k)
+    for (int64_t o = 0; o < n; ++o) {
+      a_row[o * s + k] += wa[k * n + o];
+      b_row[o * s + k] += wb[k * n + o];
+    }
+}
+
+// The most input rows one output row reads.
+int64_t max_tile_rows(const Geometry& g) {
+  int64_t rows = 0;
+  for (int64_t od = 0; od < g.ax[0].out; ++od)
+    for (int64_t oh = 0; oh < g.ax[1].out; ++oh)
+      rows = std::max(rows, (g.ax[0].end[od] - g.ax[0].start[od]) * (g.ax[1].end[oh] - g.ax[1].start[oh]));
+  return rows;
+}
 
 template <typename acc_t>
-struct PlaneScratch {
-  std::vector<acc_t> xbuf;                // the plane in acc_t (reduced-precision inputs only)
-  std::vector<acc_t> e;                   // the plane's rows of exp(x - M), each row_len() long
-  std::vector<acc_t> col, wcol;           // one output row: sums of e and e * x over its input rows
-  std::vector<acc_t> sums, wsums;         // one output row: S and T per window
-  std::vector<acc_t> coef_a, coef_b;      // backward: one output row's g/S and g/S * (y - M)
-  std::vector<acc_t> spread_a, spread_b;  // backward: those, spread along W, for every output row
-  std::vector<acc_t> a_row, b_row;        // backward: one input row's sums of the spread coefficients
-  std::vector<int64_t> slow;              // windows to redo exactly
+struct TileScratch {
+  std::vector<acc_t> xbuf;           // the plane in acc_t (reduced-precision inputs only)
+  std::vector<acc_t> cmax;           // per padded column: c_j (-inf in the padding)
+  std::vector<acc_t> col, wcol;      // per padded column: sums of e and e * x over the tile's rows
+  std::vector<acc_t> e;              // backward: the tile's rows of e, each row_len() long
+  std::vector<acc_t> m, sums, wsums; // per window: m_o, S_o, T_o
+  std::vector<acc_t> u;              // per (window, column) pair: u_oj
+  std::vector<acc_t> coef_a, coef_y; // backward, per window: a_o = g_o / S_o and y_o (0 for exact windows)
+  std::vector<acc_t> wa, wb;         // backward, per pair: a_o u_oj and a_o u_oj (y_o - c_j)
+  std::vector<acc_t> a_row, b_row;   // backward: A_j and B_j
+  std::vector<int64_t> slow;         // windows to compute exactly
+
+  TileScratch(const Geometry& g, const RowWindows& rw, bool backward) {
+    const int64_t RW = g.ax[2].row_len();
+    cmax.resize(RW);
+    col.resize(RW);
+    wcol.resize(RW);
+    m.resize(g.ax[2].out);
+    sums.resize(g.ax[2].out);
+    wsums.resize(g.ax[2].out);
+    u.resize(rw.pos.size());
+    if (backward) {
+      e.assign(max_tile_rows(g) * RW, acc_t(0));  // the padding entries stay 0
+      coef_a.resize(g.ax[2].out);
+      wa.resize(rw.pos.size());
+      wb.resize(rw.pos.size());
+      coef_y.resize(g.ax[2].out);
+      a_row.resize(RW);
+      b_row.resize(RW);
+    }
+  }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -337,119 +391,110 @@ const acc_t* plane_as_acc(const scalar_t* xp, int64_t n, std::vector<acc_t>& buf
   }
 }
 
+// Steps 1 to 3 for the tile `rows` of the plane xp: fills s.cmax, s.col, s.wcol, s.m, s.u, s.sums and
+// s.wsums, and with store_e the tile's rows of e.
 template <typename acc_t>
-inline void add_into(acc_t* __restrict dst, const acc_t* __restrict src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-
-// col += e and wcol += e * x for one row of n values.
-template <typename acc_t>
-inline void accumulate_row(const acc_t* __restrict x, const acc_t* __restrict e, int64_t n, acc_t* __restrict col,
-                           acc_t* __restrict wcol) {
-  for (int64_t i = 0; i < n; ++i) {
-    col[i] += e[i];
-    wcol[i] += e[i] * x[i];
-  }
-}
-
-// dst[o] = sum of the padded row src over window o (stride S known at compile time when > 0).
-template <int S, typename acc_t>
-inline void regular_sums(const acc_t* __restrict src, int64_t n_out, int64_t kernel, int64_t stride,
-                         acc_t* __restrict dst) {
-  const int64_t s = S > 0 ? S : stride;
-  for (int64_t o = 0; o < n_out; ++o) dst[o] = src[o * s];
-  for (int64_t j = 1; j < kernel; ++j)
-    for (int64_t o = 0; o < n_out; ++o) dst[o] += src[o * s + j];
-}
-
-// The transpose: the padded row dst (zeroed) receives src[o] at every position of window o.
-template <int S, typename acc_t>
-inline void regular_spread(const acc_t* __restrict src, int64_t n_out, int64_t kernel, int64_t stride,
-                           acc_t* __restrict dst) {
-  const int64_t s = S > 0 ? S : stride;
-  for (int64_t j = 0; j < kernel; ++j)
-    for (int64_t o = 0; o < n_out; ++o) dst[o * s + j] += src[o];
-}
-
-// Window sums along one axis of one row: out[o] = sum of row over window o.
-// row has a.row_len() entries (zero-padded for regular windows).
-template <typename acc_t>
-void row_window_sums(const Axis& a, const acc_t* row, acc_t* out) {
-  if (a.regular()) {
-    if (a.stride == 1) regular_sums<1>(row, a.out, a.kernel, 1, out);
-    else if (a.stride == 2) regular_sums<2>(row, a.out, a.kernel, 2, out);
-    else regular_sums<0>(row, a.out, a.kernel, a.stride, out);
-    return;
-  }
-  for (int64_t o = 0; o < a.out; ++o) {
-    acc_t sum = 0;
-    for (int64_t i = a.start[o]; i < a.end[o]; ++i) sum += row[i];
-    out[o] = sum;
-  }
-}
-
-// The transpose of row_window_sums: row[i] = sum of per_window over the windows containing i.
-// row has a.row_len() entries; every entry is overwritten.
-template <typename acc_t>
-void row_window_spread(const Axis& a, const acc_t* per_window, acc_t* row) {
-  if (a.regular()) {
-    std::fill(row, row + a.row_len(), acc_t(0));
-    if (a.stride == 1) regular_spread<1>(per_window, a.out, a.kernel, 1, row);
-    else if (a.stride == 2) regular_spread<2>(per_window, a.out, a.kernel, 2, row);
-    else regular_spread<0>(per_window, a.out, a.kernel, a.stride, row);
-    return;
-  }
-  for (int64_t i = 0; i < a.in; ++i) {
-    acc_t sum = 0;
-    for (int64_t o = a.first[i]; o < a.last[i]; ++o) sum += per_window[o];
-    row[i] = sum;
-  }
-}
-
-// Sizes the scratch for one plane; padding entries of e stay zero (only [off, off + W) is written).
-template <typename acc_t>
-void plane_scratch(const Geometry& g, bool backward, PlaneScratch<acc_t>& s) {
-  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
-  const int64_t RW = aw.row_len();
-  s.e.assign(ad.in * ah.in * RW, acc_t(0));
-  s.col.resize(RW);
-  s.wcol.resize(RW);
-  s.sums.resize(aw.out);
-  s.wsums.resize(aw.out);
-  if (backward) {
-    s.coef_a.resize(aw.out);
-    s.coef_b.resize(aw.out);
-    s.spread_a.resize(ad.out * ah.out * RW);
-    s.spread_b.resize(ad.out * ah.out * RW);
-    s.a_row.resize(RW);
-    s.b_row.resize(RW);
-  }
-}
-
-// e = exp(x - M) for every row of the plane xp.
-template <typename acc_t>
-void plane_exp(const acc_t* xp, const Geometry& g, acc_t M, PlaneScratch<acc_t>& s) {
+void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const Window& rows, bool store_e,
+                TileScratch<acc_t>& s) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  constexpr acc_t kInf = std::numeric_limits<acc_t>::infinity();
   const Axis& aw = g.ax[2];
-  const int64_t rows = g.ax[0].in * g.ax[1].in, W = aw.in, RW = aw.row_len(), off = aw.row_offset();
-  for (int64_t r = 0; r < rows; ++r)
-    exp_shifted(xp + r * W, W, M, s.e.data() + r * RW + off, static_cast<acc_t*>(nullptr));
-}
+  const int64_t H = g.ax[1].in, W = aw.in, off = aw.row_offset();
+  acc_t* cmax = s.cmax.data() + off;
+  acc_t* col = s.col.data() + off;
+  acc_t* wcol = s.wcol.data() + off;
 
-// For output row (od, oh): s.sums = S and s.wsums = T of each of its windows (y = T / S), from s.e.
-template <typename acc_t>
-void output_row_sums(const acc_t* xp, const Geometry& g, int64_t od, int64_t oh, PlaneScratch<acc_t>& s) {
-  const Axis& aw = g.ax[2];
-  const int64_t H = g.ax[1].in, W = aw.in, RW = aw.row_len(), off = aw.row_offset();
-  const Window rows = window_at(g, od, oh, 0);
+  // Steps 1 and 2, one vector of columns at a time, the running sums in registers.
+  const Vec zero(0), lowest(-kInf), pos_inf(kInf);
+  std::fill(s.cmax.begin(), s.cmax.end(), -kInf);  // padding columns: c = -inf, col = wcol = 0
   std::fill(s.col.begin(), s.col.end(), acc_t(0));
   std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
-  for (int64_t d = rows.d0; d < rows.d1; ++d)
-    for (int64_t h = rows.h0; h < rows.h1; ++h) {
-      const int64_t r = d * H + h;
-      accumulate_row(xp + r * W, s.e.data() + r * RW + off, W, s.col.data() + off, s.wcol.data() + off);
+  const int64_t RW = aw.row_len();
+  for (int64_t i = 0; i < W; i += V) {
+    const int64_t count = std::min(V, W - i);
+    // 1. Column maxima. A NaN column gets c = +inf, so that every window containing it has a non-finite max.
+    Vec cv = lowest;
+    for (int64_t d = rows.d0; d < rows.d1; ++d)
+      for (int64_t h = rows.h0; h < rows.h1; ++h) {
+        const Vec xv = load_acc(xp + (d * H + h) * W + i, count);
+        cv = at::vec::maximum(cv, xv);
+      }
+    cv = Vec::blendv(cv, pos_inf, cv != cv);
+    store_acc(cmax + i, cv, count);
+    // 2. e = exp(x - c_j), summed per column. A column whose max is not finite gets e = 0: every window
+    //    containing it has a non-finite max (NaN, +inf) or no finite value (-inf) and is computed exactly.
+    //    -inf entries of finite columns get e = 0 and add nothing to wcol (not 0 * -inf).
+    const Vec finite = (cv - cv) == zero;
+    const Vec ref = Vec::blendv(zero, cv, finite);
+    Vec colv = zero, wcolv = zero;
+    int64_t t = 0;
+    for (int64_t d = rows.d0; d < rows.d1; ++d)
+      for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
+        const Vec xv = load_acc(xp + (d * H + h) * W + i, count);
+        const Vec ev = Vec::blendv(zero, exp_nonpositive(xv - ref), finite);
+        colv = colv + ev;
+        wcolv = wcolv + Vec::blendv(ev * xv, zero, ev == zero);
+        if (store_e) store_acc(s.e.data() + t * RW + off + i, ev, count);
+      }
+    store_acc(col + i, colv, count);
+    store_acc(wcol + i, wcolv, count);
+  }
+
+  // 3. Per window: m_o, u_oj = exp(c_j - m_o), S_o and T_o (u = 0 where m_o is not finite: those windows
+  //    are computed exactly).
+  const int64_t pairs = static_cast<int64_t>(rw.pos.size());
+  const int64_t n = aw.out;
+  if (rw.regular) {
+    if (rw.stride == 1) regular_max_diff<1>(s.cmax.data(), n, rw.kernel, 1, s.m.data(), s.u.data());
+    else if (rw.stride == 2) regular_max_diff<2>(s.cmax.data(), n, rw.kernel, 2, s.m.data(), s.u.data());
+    else regular_max_diff<0>(s.cmax.data(), n, rw.kernel, rw.stride, s.m.data(), s.u.data());
+  } else {
+    std::fill(s.m.begin(), s.m.end(), -kInf);
+    for (int64_t p = 0; p < pairs; ++p) s.m[rw.win[p]] = max_nan(s.m[rw.win[p]], s.cmax[rw.pos[p]]);
+    for (int64_t p = 0; p < pairs; ++p) {
+      const acc_t m = s.m[rw.win[p]];
+      s.u[p] = std::isfinite(m) ? s.cmax[rw.pos[p]] - m : -kInf;
     }
-  row_window_sums(aw, s.col.data(), s.sums.data());
-  row_window_sums(aw, s.wcol.data(), s.wsums.data());
+  }
+  for (int64_t p = 0; p < pairs; p += V) {
+    const int64_t count = std::min(V, pairs - p);
+    store_acc(s.u.data() + p, exp_nonpositive(load_acc(s.u.data() + p, count)), count);
+  }
+  if (rw.regular) {
+    const acc_t *u = s.u.data(), *c = s.col.data(), *wc = s.wcol.data();
+    if (rw.stride == 1) regular_sums<1>(u, c, wc, n, rw.kernel, 1, s.sums.data(), s.wsums.data());
+    else if (rw.stride == 2) regular_sums<2>(u, c, wc, n, rw.kernel, 2, s.sums.data(), s.wsums.data());
+    else regular_sums<0>(u, c, wc, n, rw.kernel, rw.stride, s.sums.data(), s.wsums.data());
+  } else {
+    std::fill(s.sums.begin(), s.sums.end(), acc_t(0));
+    std::fill(s.wsums.begin(), s.wsums.end(), acc_t(0));
+    for (int64_t p = 0; p < pairs; ++p) {
+      s.sums[rw.win[p]] += s.u[p] * s.col[rw.pos[p]];
+      s.wsums[rw.win[p]] += s.u[p] * s.wcol[rw.pos[p]];
+    }
+  }
+}
+
+// Whether window o of the last tile_stats can use its sums (otherwise it is computed exactly).
+template <typename acc_t>
+inline bool tile_window_ok(const TileScratch<acc_t>& s, int64_t o) {
+  return (s.m[o] - s.m[o] == 0) & (s.sums[o] >= kMinSum<acc_t>) & (s.wsums[o] - s.wsums[o] == 0);
+}
+
+// One input row of a tile: dx += e * ((1 + x - c) * A - B), nothing where e is 0.
+template <typename acc_t>
+void scatter_row(const acc_t* x, const acc_t* e, const acc_t* c, const acc_t* a, const acc_t* b, int64_t n,
+                 acc_t* dx) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec one(1), zero(0);
+  for (int64_t i = 0; i < n; i += V) {
+    const int64_t count = std::min(V, n - i);
+    const Vec xv = load_acc(x + i, count), ev = load_acc(e + i, count);
+    const Vec grad = ev * ((one + (xv - load_acc(c + i, count))) * load_acc(a + i, count) - load_acc(b + i, count));
+    store_acc(dx + i, load_acc(dx + i, count) + Vec::blendv(grad, zero, ev == zero), count);
+  }
 }
 
 template <typename scalar_t>
@@ -459,28 +504,20 @@ void forward_contiguous(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes
   const int64_t H = ah.in, W = aw.in, oW = aw.out;
   const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
   const Strides strides{H * W, W, 1};
+  const RowWindows rw = row_windows(aw);
 
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    PlaneScratch<acc_t> s;
-    plane_scratch(g, /*backward=*/false, s);
+    TileScratch<acc_t> s(g, rw, /*backward=*/false);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
-      acc_t* yp = y + p * out_numel;
-      const acc_t M = vector_max(xp, in_numel);
-      const bool shared = std::isfinite(M);
-      if (shared) plane_exp(xp, g, M, s);
       for (int64_t od = 0; od < ad.out; ++od)
         for (int64_t oh = 0; oh < ah.out; ++oh) {
-          acc_t* yrow = yp + (od * ah.out + oh) * oW;
-          if (shared) output_row_sums(xp, g, od, oh, s);
+          tile_stats(xp, g, rw, window_at(g, od, oh, 0), /*store_e=*/false, s);
+          acc_t* yrow = y + p * out_numel + (od * ah.out + oh) * oW;
           for (int64_t ow = 0; ow < oW; ++ow) {
-            const acc_t S = shared ? s.sums[ow] : acc_t(0);
-            const acc_t T = shared ? s.wsums[ow] : acc_t(0);
-            if (S >= kMinSum<acc_t> && std::isfinite(T)) {
-              yrow[ow] = T / S;
-            } else {
-              yrow[ow] = static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, ow)));
-            }
+            yrow[ow] = tile_window_ok(s, ow)
+                           ? s.wsums[ow] / s.sums[ow]
+                           : static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, ow)));
           }
         }
     }
@@ -492,240 +529,59 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scala
                          const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
   const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
-  const int64_t D = ad.in, H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
+  const int64_t H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
   const int64_t RW = aw.row_len(), off = aw.row_offset();
   const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
   const Strides strides{H * W, W, 1};
+  const RowWindows rw = row_windows(aw);
 
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    PlaneScratch<acc_t> s;
-    plane_scratch(g, /*backward=*/true, s);
+    TileScratch<acc_t> s(g, rw, /*backward=*/true);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
       const scalar_t* gp = grad + p * out_numel;
       acc_t* dxp = dx + p * in_numel;
-      s.slow.clear();
-      const acc_t M = vector_max(xp, in_numel);
-      if (!std::isfinite(M)) {
-        std::fill(dxp, dxp + in_numel, acc_t(0));
-        for (int64_t o = 0; o < out_numel; ++o) s.slow.push_back(o);
-      } else {
-        plane_exp(xp, g, M, s);
-        // 1. Per output row: a = g / S and b = a * (y - M) per window, spread along W.
-        for (int64_t od = 0; od < ad.out; ++od)
-          for (int64_t oh = 0; oh < oH; ++oh) {
-            output_row_sums(xp, g, od, oh, s);
-            const int64_t base = (od * oH + oh) * oW;
-            for (int64_t ow = 0; ow < oW; ++ow) {
-              const acc_t S = s.sums[ow];
-              const acc_t yv = s.wsums[ow] / S;
-              if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
-                s.coef_a[ow] = static_cast<acc_t>(gp[base + ow]) / S;
-                s.coef_b[ow] = s.coef_a[ow] * (yv - M);
-              } else {
-                s.coef_a[ow] = s.coef_b[ow] = 0;
-                s.slow.push_back(base + ow);
-              }
-            }
-            row_window_spread(aw, s.coef_a.data(), s.spread_a.data() + (od * oH + oh) * RW);
-            row_window_spread(aw, s.coef_b.data(), s.spread_b.data() + (od * oH + oh) * RW);
-          }
-        // 2. Per input row: A and B summed over the output rows that read it, then
-        //    dx = e * ((1 + x - M) * A - B).
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t h = 0; h < H; ++h) {
-            std::fill(s.a_row.begin(), s.a_row.end(), acc_t(0));
-            std::fill(s.b_row.begin(), s.b_row.end(), acc_t(0));
-            for (int64_t od = ad.first[d]; od < ad.last[d]; ++od)
-              for (int64_t oh = ah.first[h]; oh < ah.last[h]; ++oh) {
-                add_into(s.a_row.data(), s.spread_a.data() + (od * oH + oh) * RW, RW);
-                add_into(s.b_row.data(), s.spread_b.data() + (od * oH + oh) * RW, RW);
-              }
-            const int64_t r = d * H + h;
-            gather_row(xp + r * W, s.e.data() + r * RW + off, s.a_row.data() + off, s.b_row.data() + off, M, W,
-                       dxp + r * W);
-          }
-      }
-      // 3. Windows the shared max cannot serve, exactly.
-      for (const int64_t o : s.slow) {
-        const int64_t ow = o % oW, oh = (o / oW) % oH, od = o / (oW * oH);
-        const Window win = window_at(g, od, oh, ow);
-        exact_backward(xp, dxp, strides, win, static_cast<double>(gp[o]), exact_forward(xp, strides, win));
-      }
-    }
-  });
-}
-
-// ---------------------------------------------------------------- contiguous, disjoint rows
-//
-// When no input row (d, h) is read by two output rows (windows do not overlap along D and H,
-// as with kernel = stride = 2), each output row (od, oh) owns its input rows: one tile with its
-// own reference max, processed in L1 with one exp per element. Along W, the tile's rows are
-// summed first, so the W-axis window sums run once per output row.
-
-bool rows_are_disjoint(const Geometry& g) {
-  for (int a = 0; a < 2; ++a)
-    for (int64_t i = 0; i < g.ax[a].in; ++i)
-      if (g.ax[a].last[i] - g.ax[a].first[i] > 1) return false;
-  return true;
-}
-
-template <typename acc_t>
-struct TileScratch {
-  std::vector<acc_t> e;              // backward: the tile's rows of exp(x - M), zero-padded along W
-  std::vector<acc_t> col, wcol;      // their sums over the tile's rows
-  std::vector<acc_t> sums, wsums;    // per output column: S and T
-  std::vector<acc_t> a_row, b_row;   // backward: g/S and g/S * (y - M), spread back along W
-  std::vector<int64_t> slow;
-};
-
-// Max over the tile's rows (NaN if any is NaN), with one horizontal reduction per tile.
-template <typename acc_t>
-acc_t tile_max(const acc_t* xp, int64_t H, int64_t W, const Window& rows) {
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  const Vec lowest(-std::numeric_limits<acc_t>::infinity());
-  Vec vmax = lowest;
-  for (int64_t d = rows.d0; d < rows.d1; ++d)
-    for (int64_t h = rows.h0; h < rows.h1; ++h) {
-      const acc_t* row = xp + (d * H + h) * W;
-      int64_t i = 0;
-      for (; i + V <= W; i += V) vmax = at::vec::maximum(vmax, Vec::loadu(row + i));
-      if (i < W) vmax = at::vec::maximum(vmax, Vec::set(lowest, Vec::loadu(row + i, W - i), W - i));
-    }
-  alignas(64) acc_t lanes[V];
-  vmax.store(lanes);
-  acc_t m = lanes[0];
-  for (int64_t l = 1; l < V; ++l) m = max_nan(m, lanes[l]);
-  return m;
-}
-
-template <typename scalar_t>
-void forward_rows(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, const Geometry& g) {
-  using acc_t = acc_type<scalar_t>;
-  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
-  const int64_t H = ah.in, W = aw.in, oW = aw.out, RW = aw.row_len(), off = aw.row_offset();
-  const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
-  const Strides strides{H * W, W, 1};
-
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    TileScratch<acc_t> s;
-    std::vector<acc_t> xbuf;
-    s.col.resize(RW);
-    s.wcol.resize(RW);
-    s.sums.resize(oW);
-    s.wsums.resize(oW);
-    for (int64_t p = begin; p < end; ++p) {
-      const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, xbuf);
-      for (int64_t od = 0; od < ad.out; ++od)
-        for (int64_t oh = 0; oh < ah.out; ++oh) {
-          const Window rows = window_at(g, od, oh, 0);
-          acc_t* yrow = y + p * out_numel + (od * ah.out + oh) * oW;
-          const acc_t M = tile_max(xp, H, W, rows);
-          const bool shared = std::isfinite(M);
-          if (shared) {
-            std::fill(s.col.begin(), s.col.end(), acc_t(0));
-            std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
-            for (int64_t d = rows.d0; d < rows.d1; ++d)
-              for (int64_t h = rows.h0; h < rows.h1; ++h)
-                exp_accumulate(xp + (d * H + h) * W, W, M, static_cast<acc_t*>(nullptr), s.col.data() + off,
-                               s.wcol.data() + off);
-            row_window_sums(aw, s.col.data(), s.sums.data());
-            row_window_sums(aw, s.wcol.data(), s.wsums.data());
-          }
-          for (int64_t ow = 0; ow < oW; ++ow) {
-            const acc_t S = shared ? s.sums[ow] : acc_t(0);
-            const acc_t T = shared ? s.wsums[ow] : acc_t(0);
-            yrow[ow] = (S >= kMinSum<acc_t> && std::isfinite(T))
-                           ? T / S
-                           : static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, ow)));
-          }
-        }
-    }
-  });
-}
-
-template <typename scalar_t>
-void backward_rows(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* dx, int64_t planes,
-                   const Geometry& g) {
-  using acc_t = acc_type<scalar_t>;
-  using Vec = Vectorized<acc_t>;
-  constexpr int64_t V = Vec::size();
-  const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
-  const int64_t D = ad.in, H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
-  const int64_t RW = aw.row_len(), off = aw.row_offset();
-  const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
-  const Strides strides{H * W, W, 1};
-  int64_t tile_rows = 0;  // the most input rows one output row reads
-  for (int64_t od = 0; od < ad.out; ++od)
-    for (int64_t oh = 0; oh < oH; ++oh)
-      tile_rows = std::max(tile_rows, (ad.end[od] - ad.start[od]) * (ah.end[oh] - ah.start[oh]));
-
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    TileScratch<acc_t> s;
-    std::vector<acc_t> xbuf;
-    s.e.assign(tile_rows * RW, acc_t(0));
-    s.col.resize(RW);
-    s.sums.resize(oW);
-    s.wcol.resize(RW);
-    s.wsums.resize(oW);
-    s.a_row.resize(RW);
-    s.b_row.resize(RW);
-    std::vector<acc_t> coef_a(oW), coef_b(oW);
-    for (int64_t p = begin; p < end; ++p) {
-      const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, xbuf);
-      const scalar_t* gp = grad + p * out_numel;
-      acc_t* dxp = dx + p * in_numel;
-      // Rows that no window reads get no gradient.
-      for (int64_t d = 0; d < D; ++d)
-        for (int64_t h = 0; h < H; ++h)
-          if (ad.first[d] == ad.last[d] || ah.first[h] == ah.last[h])
-            std::fill(dxp + (d * H + h) * W, dxp + (d * H + h + 1) * W, acc_t(0));
+      std::fill(dxp, dxp + in_numel, acc_t(0));  // inputs that no window reads keep 0
       for (int64_t od = 0; od < ad.out; ++od)
         for (int64_t oh = 0; oh < oH; ++oh) {
           const Window rows = window_at(g, od, oh, 0);
           const int64_t base = (od * oH + oh) * oW;
-          const acc_t M = tile_max(xp, H, W, rows);
-          s.slow.clear();
-          if (!std::isfinite(M)) {
-            for (int64_t d = rows.d0; d < rows.d1; ++d)
-              for (int64_t h = rows.h0; h < rows.h1; ++h)
-                std::fill(dxp + (d * H + h) * W, dxp + (d * H + h + 1) * W, acc_t(0));
-            for (int64_t ow = 0; ow < oW; ++ow) s.slow.push_back(ow);
-          } else {
-            // e = exp(x - M) for the tile's rows, and the window sums S and T (y = T / S).
-            std::fill(s.col.begin(), s.col.end(), acc_t(0));
-            std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
-            int64_t t = 0;
-            for (int64_t d = rows.d0; d < rows.d1; ++d)
-              for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
-                exp_accumulate(xp + (d * H + h) * W, W, M, s.e.data() + t * RW + off, s.col.data() + off,
-                               s.wcol.data() + off);
-              }
-            row_window_sums(aw, s.col.data(), s.sums.data());
-            row_window_sums(aw, s.wcol.data(), s.wsums.data());
-            for (int64_t ow = 0; ow < oW; ++ow) {
-              const acc_t S = s.sums[ow];
-              const acc_t yv = s.wsums[ow] / S;
-              if (S >= kMinSum<acc_t> && std::isfinite(yv)) {
-                coef_a[ow] = static_cast<acc_t>(gp[base + ow]) / S;
-                coef_b[ow] = coef_a[ow] * (yv - M);
-              } else {
-                coef_a[ow] = coef_b[ow] = 0;
-                s.slow.push_back(ow);
-              }
-            }
-            row_window_spread(aw, coef_a.data(), s.a_row.data());
-            row_window_spread(aw, coef_b.data(), s.b_row.data());
-            // dx = e * ((1 + x - M) * A - B) on every row of the tile.
-            t = 0;
-            for (int64_t d = rows.d0; d < rows.d1; ++d)
-              for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
-                const int64_t r = (d * H + h) * W;
-                gather_row(xp + r, s.e.data() + t * RW + off, s.a_row.data() + off, s.b_row.data() + off, M, W,
-                           dxp + r);
-              }
+          tile_stats(xp, g, rw, rows, /*store_e=*/true, s);
+          // A_j and B_j from each window's a_o = g_o / S_o and y_o.
+          int64_t n_slow = 0;
+          for (int64_t ow = 0; ow < oW; ++ow) {
+            const bool ok = tile_window_ok(s, ow);
+            const acc_t inv = acc_t(1) / s.sums[ow];
+            s.coef_a[ow] = ok ? static_cast<acc_t>(gp[base + ow]) * inv : acc_t(0);
+            s.coef_y[ow] = ok ? s.wsums[ow] * inv : acc_t(0);
+            n_slow += !ok;
           }
+          s.slow.clear();
+          for (int64_t ow = 0; n_slow > 0 && ow < oW; ++ow)
+            if (!tile_window_ok(s, ow)) s.slow.push_back(ow);
+          std::fill(s.a_row.begin(), s.a_row.end(), acc_t(0));
+          std::fill(s.b_row.begin(), s.b_row.end(), acc_t(0));
+          const acc_t *c = s.cmax.data(), *u = s.u.data(), *a = s.coef_a.data(), *y = s.coef_y.data();
+          if (rw.regular) {
+            acc_t *wa = s.wa.data(), *wb = s.wb.data(), *ar = s.a_row.data(), *br = s.b_row.data();
+            if (rw.stride == 1) regular_spread<1>(c, u, a, y, oW, rw.kernel, 1, wa, wb, ar, br);
+            else if (rw.stride == 2) regular_spread<2>(c, u, a, y, oW, rw.kernel, 2, wa, wb, ar, br);
+            else regular_spread<0>(c, u, a, y, oW, rw.kernel, rw.stride, wa, wb, ar, br);
+          } else {
+            for (size_t q = 0; q < rw.pos.size(); ++q) {
+              const int64_t j = rw.pos[q], o = rw.win[q];
+              const acc_t w = a[o] * u[q];
+              s.a_row[j] += w;
+              s.b_row[j] += w == 0 ? acc_t(0) : w * (y[o] - c[j]);
+            }
+          }
+          int64_t t = 0;
+          for (int64_t d = rows.d0; d < rows.d1; ++d)
+            for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
+              const int64_t r = (d * H + h) * W;
+              scatter_row(xp + r, s.e.data() + t * RW + off, s.cmax.data() + off, s.a_row.data() + off,
+                          s.b_row.data() + off, W, dxp + r);
+            }
           for (const int64_t ow : s.slow) {
             const Window win = window_at(g, od, oh, ow);
             exact_backward(xp, dxp, strides, win, static_cast<double>(gp[base + ow]), exact_forward(xp, strides, win));
@@ -929,7 +785,6 @@ at::Tensor forward(const at::Tensor& input, at::IntArrayRef windows) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softpool3d_forward", [&] {
     using acc_t = acc_type<scalar_t>;
     if (cl) forward_channels_last<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N, C, g);
-    else if (rows_are_disjoint(g)) forward_rows<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N * C, g);
     else forward_contiguous<scalar_t>(x.const_data_ptr<scalar_t>(), y.data_ptr<acc_t>(), N * C, g);
   });
   return y.to(x.scalar_type());
@@ -952,7 +807,6 @@ at::Tensor backward(const at::Tensor& grad_out, const at::Tensor& input, at::Int
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     if (cl) backward_channels_last<scalar_t>(gp, xp, dx.data_ptr<acc_t>(), N, C, g);
-    else if (rows_are_disjoint(g)) backward_rows<scalar_t>(gp, xp, dx.data_ptr<acc_t>(), N * C, g);
     else backward_contiguous<scalar_t>(gp, xp, dx.data_ptr<acc_t>(), N * C, g);
   });
   return dx.to(x.scalar_type());
