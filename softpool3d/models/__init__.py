@@ -31,6 +31,7 @@ from .s3d import s3d
 from .swin3d import swin3d_b, swin3d_s, swin3d_t
 from .video_resnet import mc3_18, r2plus1d_18, tv_r3d_18
 from .x3d import x3d_m, x3d_s, x3d_xs
+from .pytorchvideo_hub import PYTORCHVIDEO_MODELS
 from .pretrained import WEIGHTS, load_pretrained_weights, weight_set, weight_tags
 from .weights import load_weights
 
@@ -91,9 +92,9 @@ def build_model(name: str, *, pretrained: Optional[str] = None, **kwargs) -> nn.
     classifier, which is re-initialised when ``num_classes`` differs from the weights' (a registry
     tag's class count is the default ``num_classes``). Pools hold no weights, so any ``pool`` loads.
     """
-    if name not in MODELS:
+    if name not in MODELS and name not in PYTORCHVIDEO_MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
-    builder = MODELS[name]
+    builder = MODELS.get(name) or PYTORCHVIDEO_MODELS[name]
     try:
         inspect.signature(builder).bind(**kwargs)
     except TypeError as error:
@@ -112,6 +113,6 @@ def build_model(name: str, *, pretrained: Optional[str] = None, **kwargs) -> nn.
     return model
 
 
-__all__ = ["MODELS", "VIDEO_MODELS", "IMAGE_MODELS", "WITHOUT_DOWNSAMPLING_POOLS", "Conv3d", "build_model",
+__all__ = ["MODELS", "PYTORCHVIDEO_MODELS", "VIDEO_MODELS", "IMAGE_MODELS", "WITHOUT_DOWNSAMPLING_POOLS", "Conv3d", "build_model",
            "WEIGHTS", "has_downsampling_pools", "list_models", "load_pretrained_weights", "load_weights",
            "weight_set", "weight_tags"]

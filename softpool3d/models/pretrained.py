@@ -206,10 +206,11 @@ def read_state_dict(path: Union[str, Path]) -> tuple[dict[str, torch.Tensor], di
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for a damaged file
         first_line = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else ""
-        if "Weights only load failed" in str(error) and "truncated" not in str(error):
-            culprit = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)", str(error))
-            raise PretrainedError(f"{path} holds Python objects that only pickle can load (weights_only=False"
-                                  f"{'; ' + culprit.group(1) if culprit else ''}); softpool3d loads plain tensors "
+        # A pickled Python object (not garbage bytes, which fail on an unsupported operand) is refused.
+        culprit = re.search(r"Unsupported global: GLOBAL [\w.]+", str(error))
+        if "Weights only load failed" in str(error) and culprit:
+            raise PretrainedError(f"{path} holds Python objects that only pickle can load (weights_only=False; "
+                                  f"{culprit.group(0)}); softpool3d loads plain tensors "
                                   "only and will not unpickle it: load it yourself if you trust it and torch.save "
                                   "its state_dict") from None
         raise PretrainedError(f"{path} cannot be read ({type(error).__name__}: {first_line[:160]}): "
@@ -296,7 +297,7 @@ def resolve(name: str, source: str) -> tuple[Path, Optional[WeightSet]]:
     if (name, source) in WEIGHTS:
         weights = WEIGHTS[(name, source)]
         return cached_file(weights.file_name, weights.url, weights.page), weights
-    if urlparse(source).scheme in ("http", "https"):
+    if urlparse(source).scheme in ("http", "https", "file"):
         file_name = os.path.basename(urlparse(source).path)
         if not file_name:
             raise PretrainedError(f"the URL {source} names no file")
