@@ -28,7 +28,7 @@ def _with_head(model: nn.Module, pool: str, head_pool: str, dropout: float) -> n
 
 
 def tv_r3d_18(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> nn.Module:
-    """torchvision's R3D-18 (3x7x7 stem, no stem pool); not Hara et al.'s ``r3d_18``."""
+    """torchvision's R3D-18 (3x7x7 stem, no stem pool); not Hara et al.'s ``r3d_18`` (7x7x7 stem and a pool)."""
     return _with_head(tv_r3d_18_builder(num_classes=num_classes), pool, head_pool, dropout)
 
 
