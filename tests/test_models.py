@@ -25,6 +25,9 @@ def count(model, kind):
 @pytest.mark.parametrize("name", ON_SMALL_CLIPS)
 def test_every_model_builds_runs_and_trains(seed, name):
     model = build_model(name, num_classes=5, pool="soft", head_pool="soft")
+    for module in model.modules():   # Swin3D's stochastic depth may skip a whole block, leaving it no gradient
+        if isinstance(module, torchvision.ops.StochasticDepth):
+            module.p = 0.0
     assert count(model, AdaptiveSoftPool3d) == 1
     assert (count(model, SoftPool3d) > 0) == (name in HAS_POOLS)
     for clip in CLIPS:

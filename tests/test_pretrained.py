@@ -291,3 +291,26 @@ def test_pytorchvideo_hub_weights_load_when_pytorchvideo_imports(seed, torch_hom
     x = torch.randn(1, 3, 4, 160, 160)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x))
+
+
+def test_predict_tool_names_kinetics_classes_with_pretrained_weights(seed, torch_home, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from softpool3d.datasets.io import write_video
+
+    torch.save(torchvision_model("r2plus1d_18").state_dict(), torch_home / "r2plus1d_18-91a641e6.pth")
+    rng = np.random.default_rng(seed)
+    write_video(tmp_path / "walk.mp4", rng.integers(0, 256, (40, 72, 96, 3), dtype=np.uint8), fps=10)
+    tool = Path(__file__).resolve().parents[1] / "tools" / "predict.py"
+    done = subprocess.run([sys.executable, str(tool), str(tmp_path / "walk.mp4"), "--model", "r2plus1d_18",
+                           "--pretrained", "kinetics400"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    named = [line.split("%", 1)[1].strip() for line in lines[1:6]]
+    assert lines[0] == str(tmp_path / "walk.mp4") and len(named) == 5
+    assert set(named) <= set(weight_set("r2plus1d_18", "kinetics400").classes)
+    assert "16 frames, crop 112, mean (0.43216, 0.394666, 0.37645)" in done.stderr

@@ -35,7 +35,8 @@ def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConf
     return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
                       crop_size=data.crop_size, min_area=data.min_area, flip=flip,
                       flip_pairs=tuple(tuple(pair) for pair in data.flip_pairs),
-                      num_clips=views[0], num_crops=views[1])
+                      num_clips=views[0], num_crops=views[1],
+                      **{key: tuple(data[key]) for key in ("mean", "std") if data.get(key) is not None})
 
 
 def synthmotion_paths(root: Path) -> tuple[Path, Path]:
