@@ -314,3 +314,18 @@ def test_predict_tool_names_kinetics_classes_with_pretrained_weights(seed, torch
     assert lines[0] == str(tmp_path / "walk.mp4") and len(named) == 5
     assert set(named) <= set(weight_set("r2plus1d_18", "kinetics400").classes)
     assert "16 frames, crop 112, mean (0.43216, 0.394666, 0.37645)" in done.stderr
+
+
+def test_shipped_fine_tuning_configs_use_their_weights_clip_and_normalisation():
+    from softpool3d.engine import load_config
+
+    from helpers import ROOT
+
+    paths = sorted((ROOT / "configs").rglob("*_kinetics*.yaml"))
+    assert len(paths) >= 25
+    for path in paths:
+        config = load_config(path)
+        weights = weight_set(config.model.name, config.model.pretrained)
+        data = config.data
+        assert (data.clip_len, data.crop_size, tuple(data.mean), tuple(data.std)) == \
+            (weights.clip_len, weights.crop_size, weights.mean, weights.std), path
