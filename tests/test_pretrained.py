@@ -329,3 +329,19 @@ def test_shipped_fine_tuning_configs_use_their_weights_clip_and_normalisation():
         data = config.data
         assert (data.clip_len, data.crop_size, tuple(data.mean), tuple(data.std)) == \
             (weights.clip_len, weights.crop_size, weights.mean, weights.std), path
+
+
+def test_a_config_naming_weights_takes_their_normalisation_unless_it_sets_its_own(caplog):
+    from softpool3d.datasets.transforms import KINETICS_MEAN
+    from softpool3d.engine import load_config
+    from softpool3d.engine.data import clip_config
+
+    named = ["model.name=mvit_v2_s", "model.pretrained=kinetics400"]
+    with caplog.at_level(logging.INFO, logger="softpool3d"):
+        clip = clip_config(load_config(None, named))
+    assert clip.mean == (0.45, 0.45, 0.45) and clip.std == (0.225, 0.225, 0.225)
+    assert "mvit_v2_s kinetics400: normalising with mean (0.45, 0.45, 0.45), std (0.225, 0.225, 0.225)" in caplog.text
+    assert "differs from what the weights were trained with: crop_size 112 (the weights': 224)" in caplog.text
+    own = clip_config(load_config(None, [*named, "data.mean=[0.5,0.5,0.5]"]))
+    assert own.mean == (0.5, 0.5, 0.5) and own.std == (0.225, 0.225, 0.225)
+    assert clip_config(load_config(None)).mean == KINETICS_MEAN           # no weights named: as before

@@ -350,3 +350,25 @@ def load_pretrained_weights(model: nn.Module, name: str, source: Union[str, Path
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     logger.info("loaded %s into %s%s", path, name, f" ({weights.source}, {weights.tag})" if weights else "")
     return skipped
+
+
+_noted: set[tuple] = set()
+
+
+def normalisation_notes(weights: WeightSet, clip_len: int, crop_size: int, mean: tuple, std: tuple) -> None:
+    """Log (once per setting) the normalisation taken with ``weights``, and warn where the clip or the
+    normalisation differs from what the weights were trained with (a silent loss of accuracy)."""
+    key = (weights.model, weights.tag, clip_len, crop_size, tuple(mean), tuple(std))
+    if key in _noted:
+        return
+    _noted.add(key)
+    logger.info("%s %s: normalising with mean %s, std %s; the weights were trained on %d-frame %dx%d clips",
+                weights.model, weights.tag, tuple(mean), tuple(std), weights.clip_len, weights.crop_size,
+                weights.crop_size)
+    differs = [f"{label} {ours} (the weights': {theirs})" for label, ours, theirs in
+               (("mean", tuple(mean), weights.mean), ("std", tuple(std), weights.std),
+                ("clip_len", clip_len, weights.clip_len), ("crop_size", crop_size, weights.crop_size))
+               if ours != theirs]
+    if differs:
+        logger.warning("%s %s: the config differs from what the weights were trained with: %s",
+                       weights.model, weights.tag, "; ".join(differs))
