@@ -345,3 +345,26 @@ def test_a_config_naming_weights_takes_their_normalisation_unless_it_sets_its_ow
     own = clip_config(load_config(None, [*named, "data.mean=[0.5,0.5,0.5]"]))
     assert own.mean == (0.5, 0.5, 0.5) and own.std == (0.225, 0.225, 0.225)
     assert clip_config(load_config(None)).mean == KINETICS_MEAN           # no weights named: as before
+
+
+def test_predict_tool_slides_windows_with_pretrained_weights(seed, torch_home, tmp_path):
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from softpool3d.datasets.io import write_video
+
+    torch.save(torchvision_model("mc3_18").state_dict(), torch_home / "mc3_18-a90a0ba3.pth")
+    write_video(tmp_path / "long.mp4", np.random.default_rng(seed).integers(0, 256, (60, 72, 96, 3), dtype=np.uint8),
+                fps=10)
+    tool = Path(__file__).resolve().parents[1] / "tools" / "predict.py"
+    done = subprocess.run([sys.executable, str(tool), str(tmp_path / "long.mp4"), "--model", "mc3_18", "--pretrained",
+                           "kinetics400", "--window", "3", "--stride", "3", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (tmp_path / "out" / "long_windows.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and {row["top1"] for row in rows} <= set(weight_set("mc3_18", "kinetics400").classes)
