@@ -8,18 +8,26 @@ from torch import nn
 from softpool3d import AdaptiveSoftPool3d, SoftPool3d
 from softpool3d.models import build_model, list_models
 
-# R(2+1)D, MC3 and X3D have no pooling layer outside the head.
-HAS_POOLS = {"r3d_10", "r3d_18", "r3d_34", "r3d_50", "r3d_101", "i3d_r50", "c3d", "s3d"}
+# R(2+1)D, MC3, torchvision's R3D-18, Swin3D and X3D have no pooling layer outside the head.
+HAS_POOLS = {"r3d_10", "r3d_18", "r3d_34", "r3d_50", "r3d_101", "r3d_152", "r3d_200", "i3d_r50", "c3d", "s3d",
+             "mvit_v1_b", "mvit_v2_s"}
 CLIPS = [(6, 32, 32), (8, 24, 40)]   # small, and not the models' native sizes
+# MViT takes only 16x224x224 clips (tests/test_pretrained.py runs it there); the larger ResNets and Swin3Ds
+# are the same code as r3d_101 and swin3d_t with more blocks, left out of the clip tests to keep them fast.
+ON_SMALL_CLIPS = [name for name in list_models("video")
+                  if name not in {"mvit_v1_b", "mvit_v2_s", "r3d_152", "r3d_200", "swin3d_s", "swin3d_b"}]
 
 
 def count(model, kind):
     return sum(isinstance(m, kind) for m in model.modules())
 
 
-@pytest.mark.parametrize("name", list_models("video"))
+@pytest.mark.parametrize("name", ON_SMALL_CLIPS)
 def test_every_model_builds_runs_and_trains(seed, name):
     model = build_model(name, num_classes=5, pool="soft", head_pool="soft")
+    for module in model.modules():   # Swin3D's stochastic depth may skip a whole block, leaving it no gradient
+        if isinstance(module, torchvision.ops.StochasticDepth):
+            module.p = 0.0
     assert count(model, AdaptiveSoftPool3d) == 1
     assert (count(model, SoftPool3d) > 0) == (name in HAS_POOLS)
     for clip in CLIPS:
@@ -30,7 +38,7 @@ def test_every_model_builds_runs_and_trains(seed, name):
     assert not missing, missing
 
 
-@pytest.mark.parametrize("name", list_models("video"))
+@pytest.mark.parametrize("name", ON_SMALL_CLIPS)
 def test_max_variant_has_no_softpool_and_channels_last_agrees(seed, name):
     model = build_model(name, num_classes=3, pool="max", head_pool="avg").eval()
     assert count(model, SoftPool3d) == count(model, AdaptiveSoftPool3d) == 0
@@ -43,7 +51,7 @@ def test_max_variant_has_no_softpool_and_channels_last_agrees(seed, name):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(HAS_POOLS))
+@pytest.mark.parametrize("name", sorted(HAS_POOLS & set(ON_SMALL_CLIPS)))
 def test_avg_variant_runs_on_short_clips(seed, name):
     # C3D's pool5 sees one frame on 6- and 8-frame clips; PyTorch's avg_pool3d alone refuses that.
     model = build_model(name, num_classes=3, pool="avg", head_pool="avg").eval()
@@ -86,6 +94,10 @@ def test_parameter_counts():
     # torchvision's published counts.
     assert params(build_model("r2plus1d_18", num_classes=400)) == 31_505_325
     assert params(build_model("mc3_18", num_classes=400)) == 11_695_440
+    assert params(build_model("tv_r3d_18", num_classes=400)) == 33_371_472
+    assert params(build_model("s3d", num_classes=400)) == 8_320_048
+    assert params(build_model("mvit_v2_s", num_classes=400)) == 34_537_744
+    assert params(build_model("swin3d_t", num_classes=400)) == 28_158_070
 
 
 def test_i3d_pools_where_the_recipe_says():
@@ -121,3 +133,20 @@ def test_bad_names_and_arguments():
     with pytest.raises(TypeError, match="r3d_18: .*takes num_classes, pool, head_pool and dropout"):
         build_model("r3d_18", depth=3)
     assert isinstance(build_model("r2plus1d_18", num_classes=2, dropout=0.5).fc[0], nn.Dropout)
+
+
+def test_the_two_r3d_18s_are_told_apart():
+    hara, torchvision_r3d = build_model("r3d_18", num_classes=4), build_model("tv_r3d_18", num_classes=4)
+    assert hara.stem[0].kernel_size == (7, 7, 7) and isinstance(hara.pool, SoftPool3d)
+    assert torchvision_r3d.stem[0].kernel_size == (3, 7, 7) and count(torchvision_r3d, SoftPool3d) == 0
+    from softpool3d.models import MODELS
+
+    assert "tv_r3d_18" in MODELS["r3d_18"].__doc__ and "Hara" in MODELS["tv_r3d_18"].__doc__
+
+
+def test_mvit_pools_and_head():
+    model = build_model("mvit_v2_s", num_classes=4, pool="soft")
+    skips = [name for name, m in model.named_modules() if isinstance(m, SoftPool3d)]
+    assert skips and all(name.endswith("pool_skip.pool") for name in skips)
+    with pytest.raises(ValueError, match="mvit_v2_s classifies its class token and has no head pool"):
+        build_model("mvit_v2_s", head_pool="soft")

@@ -20,7 +20,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from ..datasets.annotations import read_video_list
 from ..datasets.check import (SplitFiles, check_videos, clean_split_files, dataset_split_files,
                                        summary, videos_under, write_csv, write_folder_lists)

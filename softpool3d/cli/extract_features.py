@@ -25,7 +25,6 @@ import logging
 import sys
 from pathlib import Path
 
-
 from ..engine import CheckpointError, ConfigError, DataError, load_config
 from ..engine.features import FORMATS, extract_features
 

@@ -8,7 +8,6 @@ import os
 import time
 from pathlib import Path
 
-
 from ..datasets.synthetic import CLASSES, make_synthmotion
 
 

@@ -1,7 +1,9 @@
-"""Top-5 classes for video files, from a training checkpoint (which carries the class names).
+"""Top-5 classes for video files, from a training checkpoint (which carries the class names) or from
+published pretrained weights (their class names, normalisation and clip come from the weights registry).
 
     softpool3d predict clip1.mp4 clip2.avi --checkpoint runs/synthmotion_r3d_10_soft/last.pt [--views 3x1]
     softpool3d predict long.mp4 --checkpoint P --window 2.0 --stride 1.0 --out predictions
+    softpool3d predict video.mp4 --model r2plus1d_18 --pretrained kinetics400 [--pool max]
 
 With --window and --stride (seconds) a video of any length is scored by sliding windows, streaming
 (memory does not grow with its length). Windows start every --stride seconds while they fit, and one
@@ -23,13 +25,13 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from ..datasets import VideoDecodeError
 from ..engine import CheckpointError, model_from_checkpoint, predict
 from ..engine.inference import output_stems
-from ..engine.config import ConfigError, parse_views
-from ..engine.sliding import (plot_timeline, score_windows, segments, video_scores,
-                                       write_windows_csv)
+from ..engine.config import ConfigError, load_config, parse_views
+from ..engine.sliding import plot_timeline, score_windows, segments, video_scores, write_windows_csv
+from ..models import build_model, weight_set
+from ..models.pretrained import PretrainedError
 
 
 def print_ranked(path: Path, ranked: list[tuple[str, float]]) -> None:
@@ -38,10 +40,31 @@ def print_ranked(path: Path, ranked: list[tuple[str, float]]) -> None:
         print(f"  {probability:7.2%}  {name}")
 
 
+def pretrained_model(name: str, tag: str, pool: str):
+    """The model with weight set ``tag``, a config whose clip and normalisation are the weights', the class names."""
+    weights = weight_set(name, tag)
+    if weights.classes is None:
+        raise PretrainedError(f"{name} {tag}: softpool3d does not ship its {weights.num_classes} class names, "
+                              "so predictions cannot be named")
+    data = {"clip_len": weights.clip_len, "frame_interval": weights.frame_interval or 2,
+            "short_side": weights.short_side, "crop_size": weights.crop_size,
+            "mean": list(weights.mean), "std": list(weights.std)}
+    config = load_config(None, [f"model.name={name}", f"model.pool={pool}"]
+                         + [f"data.{key}={value}" for key, value in data.items()])
+    print(f"{name} {tag} ({weights.source}): {weights.clip_len} frames, crop {weights.crop_size}, "
+          f"mean {weights.mean}, std {weights.std}; {weights.accuracy}", file=sys.stderr)
+    model = build_model(name, pretrained=tag, pool=pool).eval()
+    return model, config, list(weights.classes)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("videos", nargs="+", type=Path)
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", help="a training checkpoint of softpool3d")
+    parser.add_argument("--model", help="with --pretrained: the architecture, e.g. r2plus1d_18")
+    parser.add_argument("--pretrained", help="a weight tag of --model, e.g. kinetics400 (instead of --checkpoint)")
+    parser.add_argument("--pool", default="max", help="with --pretrained: soft | max | avg (default max, "
+                                                      "what the published weights were trained with)")
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS averaged per video (default 1x1)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--window", type=float, help="sliding windows of this many seconds")
@@ -50,12 +73,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.stride is not None and args.window is None:
         parser.error("--stride needs --window")
+    if (args.checkpoint is None) == (args.pretrained is None) or (args.pretrained is None) != (args.model is None):
+        parser.error("give either --checkpoint, or --model with --pretrained")
     try:
         views = parse_views(args.views)
         # With --window: where each video's CSV and PNG go (a clash is an error before anything runs).
         stems = output_stems(args.videos) if args.window is not None else args.videos
-        model, config, classes = model_from_checkpoint(args.checkpoint)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as error:
+        if args.checkpoint is not None:
+            model, config, classes = model_from_checkpoint(args.checkpoint)
+        else:
+            model, config, classes = pretrained_model(args.model, args.pretrained, args.pool)
+    except (ConfigError, CheckpointError, PretrainedError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     status = 0

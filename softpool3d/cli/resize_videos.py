@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from ..datasets.parallel import interrupt_signal, stop_on_sigterm
 from ..datasets.resize import resize_tree, summary
 

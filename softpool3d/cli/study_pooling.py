@@ -22,7 +22,6 @@ import logging
 import sys
 from pathlib import Path
 
-
 from ..engine import load_config
 from ..engine.study import run_study, table
 from ..engine.train import reuse_freed_memory_for

@@ -14,7 +14,6 @@ import logging
 import sys
 from pathlib import Path
 
-
 from ..engine import CheckpointError, ConfigError, DataError, load_config, run_test
 from ..engine.data import check_backend
 from ..engine.evaluate import format_table

@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -80,12 +80,23 @@ def classifier_name(model: nn.Module) -> str:
     return last
 
 
-def load_pretrained(model: nn.Module, path: Union[str, Path]) -> list[str]:
+def load_pretrained(model: nn.Module, path: Union[str, Path], *, name: Optional[str] = None) -> list[str]:
     """Fine-tuning: load a checkpoint's weights; a classifier whose class count differs is re-initialised.
 
+    ``path`` is a softpool3d checkpoint, or else a weight tag of model ``name`` (e.g. "kinetics400"),
+    a URL or another weights file, loaded by ``softpool3d.models.load_pretrained_weights``.
     Returns the re-initialised keys. Any other mismatch is an error naming the keys.
     """
-    state = load_checkpoint(path)["model"]
+    from ..models.pretrained import load_pretrained_weights
+
+    if name is not None and not Path(path).is_file():   # a weight tag or a URL
+        return load_pretrained_weights(model, name, path)
+    try:
+        state = load_checkpoint(path)["model"]
+    except CheckpointError:
+        if name is None:
+            raise
+        return load_pretrained_weights(model, name, path)   # another codebase's weights (e.g. Hara et al.'s)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     head = classifier_name(model)

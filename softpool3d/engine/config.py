@@ -57,6 +57,8 @@ class DataConfig:
     num_workers: int = 4
     generate: bool = True               # synthmotion: generate the dataset when it is absent
     synth_videos_per_class: int = 30
+    mean: Optional[list[float]] = None  # RGB normalisation on [0, 1]; None: torchvision's Kinetics-400 mean and std
+    std: Optional[list[float]] = None
 
 
 @dataclass

@@ -37,7 +37,21 @@ def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConf
     return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
                       crop_size=data.crop_size, min_area=data.min_area, flip=flip,
                       flip_pairs=tuple(tuple(pair) for pair in data.flip_pairs),
-                      num_clips=views[0], num_crops=views[1])
+                      num_clips=views[0], num_crops=views[1], **normalisation(config))
+
+
+def normalisation(config: DictConfig) -> dict[str, tuple[float, ...]]:
+    """``data.mean`` and ``data.std`` where set; unset, those of the weights ``model.pretrained`` names by
+    tag (e.g. "kinetics400"), or else ``ClipConfig``'s defaults (an empty dict). Says once what it took."""
+    from ..models.pretrained import WEIGHTS, normalisation_notes
+
+    model, data = config.get("model"), config.data
+    chosen = {key: tuple(data[key]) for key in ("mean", "std") if data.get(key) is not None}
+    weights = WEIGHTS.get((model.name, model.pretrained)) if model is not None and model.pretrained else None
+    if weights is not None:
+        chosen = {"mean": weights.mean, "std": weights.std} | chosen
+        normalisation_notes(weights, data.clip_len, data.crop_size, chosen["mean"], chosen["std"])
+    return chosen
 
 
 def synthmotion_paths(root: Path) -> tuple[Path, Path]:

@@ -134,7 +134,7 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
 
     model = model_from_config(config, len(classes))
     if config.model.pretrained:
-        load_pretrained(model, config.model.pretrained)
+        load_pretrained(model, config.model.pretrained, name=config.model.name)
     memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
     model.to(ctx.device, memory_format=memory_format)
     optimizer = build_optimizer(config, model, ctx.world_size)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _triple
 
-from ..nn import POOL_KINDS, AdaptiveSoftPool2d, AdaptiveSoftPool3d, SoftPool2d, SoftPool3d
+from ..nn import POOL_KINDS, AdaptiveSoftPool2d, AdaptiveSoftPool3d, SoftPool2d, SoftPool3d, replace_modules
 from ..ops._geometry import pool_output_size
 
 
@@ -75,3 +75,17 @@ def global_pool2d(kind: str) -> nn.Module:
     """(N, C, H, W) -> (N, C, 1, 1)."""
     check_kind(kind, "head_pool")
     return {"soft": AdaptiveSoftPool2d, "max": nn.AdaptiveMaxPool2d, "avg": nn.AdaptiveAvgPool2d}[kind](1)
+
+
+def replace_max_pools(model: nn.Module, kind: str) -> nn.Module:
+    """Turn every nn.MaxPool3d of ``model`` into a ``kind`` pool with the same geometry, in place.
+
+    "soft" gives what ``softpool3d.nn.replace_pooling`` gives; "max" leaves the model as it is.
+    Pools hold no parameters, so the model's state_dict keys and tensors do not change.
+    """
+    check_kind(kind, "pool")
+    if kind != "max":
+        replace_modules(model, lambda name, layer: pool3d(kind, layer.kernel_size, layer.stride, layer.padding,
+                                                          bool(layer.ceil_mode))
+                        if isinstance(layer, nn.MaxPool3d) else None)
+    return model

@@ -6,6 +6,10 @@ Stem: a 7x7x7 convolution with stride (1, 2, 2) and padding 3, then a 3x3x3 pool
 padding 1 (the pool ``pool`` selects). Stages of basic blocks (18/34) or bottlenecks (50/101) with
 3x3x3 convolutions; stages 2-4 halve T, H and W with a strided convolution and a 1x1x1 projection
 shortcut. Head: a global pool (``head_pool``), dropout, a linear classifier.
+
+Hara et al.'s Kinetics-700 checkpoints (``r3d18_K_200ep.pth`` ...) load into these by name
+(``pretrained="kinetics700"``; the key mapping is in ``pretrained.py``). torchvision's R3D-18 is a
+different network (3x7x7 stem, no stem pool): it is ``tv_r3d_18``, not ``r3d_18``.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def r3d_10(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg"
 
 
 def r3d_18(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> ResNet3d:
-    """3D ResNet-18 (basic blocks 2-2-2-2)."""
+    """3D ResNet-18 (basic blocks 2-2-2-2), Hara et al.'s layout; torchvision's R3D-18 is ``tv_r3d_18``."""
     return ResNet3d(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, pool=pool, head_pool=head_pool, dropout=dropout)
 
 
@@ -107,4 +111,16 @@ def r3d_50(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg"
 def r3d_101(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> ResNet3d:
     """3D ResNet-101 (bottlenecks 3-4-23-3)."""
     return ResNet3d(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, pool=pool, head_pool=head_pool,
+                    dropout=dropout)
+
+
+def r3d_152(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> ResNet3d:
+    """3D ResNet-152 (bottlenecks 3-8-36-3)."""
+    return ResNet3d(Bottleneck, [3, 8, 36, 3], num_classes=num_classes, pool=pool, head_pool=head_pool,
+                    dropout=dropout)
+
+
+def r3d_200(*, num_classes: int = 400, pool: str = "soft", head_pool: str = "avg", dropout: float = 0.0) -> ResNet3d:
+    """3D ResNet-200 (bottlenecks 3-24-36-3)."""
+    return ResNet3d(Bottleneck, [3, 24, 36, 3], num_classes=num_classes, pool=pool, head_pool=head_pool,
                     dropout=dropout)
