@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import shutil
+from urllib.parse import quote
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,7 @@ def write_index(rows: list[dict], out: Path, factor: int, temporal_factor: int) 
                           f"{r['method']} {r['out']}", score_label(r)) for r in group]
         sections.append(f'<section>\n<h2>{html.escape(first["input"])} <small>({first["kind"]}, T x H x W '
                         f'{first["size"]})</small></h2>\n<div class="row">\n' + "\n".join(cells) + "\n</div>\n"
-                        f'<p><a href="{html.escape(stem)}_compare.png">{html.escape(stem)}_compare.png</a></p>\n'
+                        f'<p><a href="{_link(stem + "_compare.png")}">{html.escape(stem)}_compare.png</a></p>\n'
                         "</section>")
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -194,8 +195,13 @@ against the original.</p>
     return index
 
 
+def _link(name: str) -> str:
+    """A file name as a relative URL inside an HTML attribute (``#``, ``?``, ``%`` and spaces escaped)."""
+    return html.escape(quote(name))
+
+
 def _figure(src: str, kind: str, width: int, height: int, title: str, scores: str) -> str:
-    src = html.escape(src)
+    src = _link(src)
     if kind == "video":
         element = (f'<video src="{src}" width="{width}" height="{height}" autoplay loop muted playsinline '
                    "controls></video>")

@@ -85,6 +85,9 @@ def test_freed_memory_is_released_right_before_workers_fork(synth, tmp_path):
         assert resident() > kept - 16 * 2**20
     finally:
         stop_workers(batches)
+        libc = host._libc()          # glibc's defaults again, for the tests after this one
+        libc.mallopt(host._M_MMAP_MAX, 65536)
+        libc.mallopt(host._M_TRIM_THRESHOLD, 128 * 1024)
 
 
 def test_plots_leave_matplotlibs_backend_alone(tmp_path):

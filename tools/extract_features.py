@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from softpool3d.cli.extract_features import main  # noqa: E402
+from softpool3d.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["extract-features", *sys.argv[1:]]))

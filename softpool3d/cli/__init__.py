@@ -4,7 +4,7 @@
     softpool3d predict video.mp4 --checkpoint runs/x/best.pt
     torchrun --nproc_per_node 2 -m softpool3d train --config ucf101/r3d_18_soft data.root=/data/UCF-101
 
-``python -m softpool3d`` is the same command. ``tools/<name>.py`` in a source checkout runs the same code.
+``python -m softpool3d`` is the same command; ``tools/<name>.py`` in a source checkout calls it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study-pooling": ("study_pooling", "Study 2: accuracy of soft, max and avg pooling"),
     "study-retention": ("study_retention", "Study 1: information kept by each pool"),
     "gpu-check": ("gpu_check", "check and time the Triton kernels on a GPU"),
+}
+
+
+# Commands whose worker processes must end with them: SIGTERM unwinds as Ctrl-C does, and either prints one
+# line (what was kept) and exits 128 + the signal's number, as a shell reports it.
+INTERRUPTIBLE = {
+    "check-videos": "the check is incomplete, run it again",
+    "resize-videos": "the videos done are kept and a rerun resumes",
 }
 
 
@@ -64,6 +72,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"softpool3d: unknown command {name!r}{hint}; 'softpool3d --help' lists them", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
+    module_name = COMMANDS[name][0]
+    module = importlib.import_module(f"{__name__}.{module_name}")
     sys.argv[0] = f"softpool3d {name}"   # argparse's prog, in usage and errors
-    return int(module.main(rest) or 0)
+    if name not in INTERRUPTIBLE:
+        return int(module.main(rest) or 0)
+    from ..datasets.parallel import interrupt_signal, stop_on_sigterm  # noqa: PLC0415
+
+    stop_on_sigterm()
+    try:
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt as interrupt:
+        stopped_by = interrupt_signal(interrupt)
+        print(f"{module_name}: interrupted ({stopped_by.name}); {INTERRUPTIBLE[name]}", file=sys.stderr)
+        return 128 + stopped_by

@@ -24,7 +24,6 @@ from ..datasets.annotations import read_video_list
 from ..datasets.check import (SplitFiles, check_videos, clean_split_files, dataset_split_files,
                                        summary, videos_under, write_csv, write_folder_lists)
 from ..datasets.io import VIDEO_EXTENSIONS
-from ..datasets.parallel import interrupt_signal, stop_on_sigterm
 from ..engine import ConfigError, DataError, load_config
 from ..engine.data import build_dataset, check_classes
 
@@ -89,13 +88,3 @@ def main(argv=None) -> int:
               f"data.classes={classes}")
     return 1 if bad else 0
 
-
-if __name__ == "__main__":
-    stop_on_sigterm()                  # SIGTERM unwinds as Ctrl-C does: the workers end, one line is printed
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as interrupt:
-        stopped_by = interrupt_signal(interrupt)
-        print(f"check_videos: interrupted ({stopped_by.name}); the check is incomplete, run it again",
-              file=sys.stderr)
-        sys.exit(128 + stopped_by)

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..datasets.parallel import interrupt_signal, stop_on_sigterm
 from ..datasets.resize import resize_tree, summary
 
 
@@ -42,13 +41,3 @@ def main(argv=None) -> int:
     print(summary(results, time.perf_counter() - started))
     return 1 if any(r.status == "failed" for r in results) else 0
 
-
-if __name__ == "__main__":
-    stop_on_sigterm()                  # SIGTERM unwinds as Ctrl-C does: the workers end, one line is printed
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as interrupt:
-        stopped_by = interrupt_signal(interrupt)
-        print(f"resize_videos: interrupted ({stopped_by.name}); the videos done are kept and a rerun resumes",
-              file=sys.stderr)
-        sys.exit(128 + stopped_by)

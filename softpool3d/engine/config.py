@@ -203,7 +203,7 @@ def shipped_configs() -> tuple[Path, list[str]]:
 def resolve_config(path: Union[str, Path]) -> Path:
     """A config file: ``path`` itself when it exists, else the shipped config of that name (``.yaml`` optional)."""
     given = Path(path)
-    if given.exists():
+    if given.is_file():
         return given
     root, names = shipped_configs()
     name = given.as_posix().removesuffix(".yaml").removeprefix("configs/")

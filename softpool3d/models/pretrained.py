@@ -190,7 +190,11 @@ def cached_file(file_name: str, url: Optional[str], page: str = "") -> Path:
                               "and put it there (or pass its path)")
     path.parent.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, path)
-    torch.hub.download_url_to_file(url, str(path), progress=True)   # writes a temporary file, then renames
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=True)   # writes a temporary file, then renames
+    except OSError as error:   # urllib's URLError and HTTPError are OSErrors
+        raise PretrainedError(f"cannot download {url} to {path}: {error}; on a machine without the network, "
+                              f"put {file_name} there by hand (or pass its path)") from None
     return path
 
 
