@@ -504,6 +504,8 @@ void scatter_row(const acc_t* x, const acc_t* e, const acc_t* c, const acc_t* a,
 // Flush denormal results to zero in this thread while a kernel runs (restored after). Weights far below
 // their window's max (exp(-100), say, on heavy-tailed activations) would otherwise be denormal floats, which
 // x86 processes many times slower; as terms of a sum that is at least 1 they are below its rounding anyway.
+// Every other result below the smallest normal number (about 1e-38 in float32) becomes 0 too: an output of
+// 1e-39 reads 0, an absolute difference far below any tolerance (float64 flushes only below 2.2e-308).
 class FlushDenormals {
  public:
 #if defined(__SSE__) || defined(__x86_64__)
@@ -648,6 +650,7 @@ void forward_channels_last(const scalar_t* x, acc_type<scalar_t>* y, int64_t N, 
   const int64_t rows = N * ad.out * ah.out;
 
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    const FlushDenormals flush;
     alignas(64) acc_t lanes[V];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t oh = row % ah.out, od = (row / ah.out) % ad.out, n = row / (ah.out * ad.out);
@@ -685,6 +688,7 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, acc_type<sc
   std::vector<acc_t> coef_m(N * out_numel), coef_a(N * out_numel), coef_y(N * out_numel);
   std::vector<uint8_t> exact(N * out_numel, 0);
   at::parallel_for(0, N * g.out_numel(), 1, [&](int64_t begin, int64_t end) {
+    const FlushDenormals flush;
     alignas(64) acc_t m_lanes[V], s_lanes[V], y_lanes[V];
     for (int64_t o = begin; o < end; ++o) {
       const int64_t ow = o % aw.out, oh = (o / aw.out) % ah.out, od = (o / (aw.out * ah.out)) % ad.out;
@@ -717,6 +721,7 @@ void backward_channels_last(const scalar_t* grad, const scalar_t* x, acc_type<sc
   // 2. Gather over the windows containing each input position.
   const int64_t in_rows = N * D * H;
   at::parallel_for(0, in_rows, 1, [&](int64_t begin, int64_t end) {
+    const FlushDenormals flush;
     const Vec one(1), zero(0);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t h = row % H, d = (row / H) % D, n = row / (H * D);
