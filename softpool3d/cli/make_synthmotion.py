@@ -5,13 +5,14 @@
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 from ..datasets.synthetic import CLASSES, make_synthmotion
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
     parser.add_argument("--num-classes", type=int, default=len(CLASSES))
@@ -23,12 +24,17 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes writing videos")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    root = make_synthmotion(args.root, num_classes=args.num_classes, videos_per_class=args.videos_per_class,
-                            frames=args.frames, size=args.size, seed=args.seed, groups=args.groups, workers=args.workers,
-                            progress=True)
+    try:
+        root = make_synthmotion(args.root, num_classes=args.num_classes, videos_per_class=args.videos_per_class,
+                                frames=args.frames, size=args.size, seed=args.seed, groups=args.groups,
+                                workers=args.workers, progress=True)
+    except ValueError as error:        # the sizes, counts and groups it cannot make
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     count = sum(1 for _ in (root / "videos").rglob("*.mp4"))
     print(f"wrote {count} videos to {root} in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

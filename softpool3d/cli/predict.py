@@ -30,7 +30,7 @@ from ..engine import CheckpointError, model_from_checkpoint, predict
 from ..engine.inference import output_stems
 from ..engine.config import ConfigError, load_config, parse_views
 from ..engine.sliding import plot_timeline, score_windows, segments, video_scores, write_windows_csv
-from ..models import build_model, weight_set
+from ..models import build_model, has_downsampling_pools, weight_set
 from ..models.pretrained import PretrainedError
 
 
@@ -53,7 +53,8 @@ def pretrained_model(name: str, tag: str, pool: str):
                          + [f"data.{key}={value}" for key, value in data.items()])
     print(f"{name} {tag} ({weights.source}): {weights.clip_len} frames, crop {weights.crop_size}, "
           f"mean {weights.mean}, std {weights.std}; {weights.accuracy}", file=sys.stderr)
-    model = build_model(name, pretrained=tag, pool=pool).eval()
+    pools = {"pool": pool} if has_downsampling_pools(name) else {}   # others have no pool for it to change
+    model = build_model(name, pretrained=tag, **pools).eval()
     return model, config, list(weights.classes)
 
 
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.stride is not None and args.window is None:
         parser.error("--stride needs --window")
+    if (args.window is not None and args.window <= 0) or (args.stride is not None and args.stride <= 0):
+        parser.error("--window and --stride must be > 0 seconds")
     if (args.checkpoint is None) == (args.pretrained is None) or (args.pretrained is None) != (args.model is None):
         parser.error("give either --checkpoint, or --model with --pretrained")
     try:

@@ -1,6 +1,6 @@
 """Test a checkpoint on the held-out split with multi-view testing.
 
-    softpool3d test --config synthmotion --checkpoint runs/synthmotion_r3d_18_soft/best.pt
+    softpool3d test --config synthmotion --checkpoint runs/synthmotion_r3d_10_soft/last.pt
     torchrun --nproc_per_node 2 -m softpool3d test --config C --checkpoint P test.views=10x3
 
 Prints clip/video top-1/top-5, mean class accuracy, per-class accuracy and the skipped videos;
