@@ -164,7 +164,7 @@ def write_index(rows: list[dict], out: Path, factor: int, temporal_factor: int) 
                           f"{r['method']} {r['out']}", score_label(r)) for r in group]
         sections.append(f'<section>\n<h2>{html.escape(first["input"])} <small>({first["kind"]}, T x H x W '
                         f'{first["size"]})</small></h2>\n<div class="row">\n' + "\n".join(cells) + "\n</div>\n"
-                        f'<p><a href="{_link(stem + "_compare.png")}">{html.escape(stem)}_compare.png</a></p>\n'
+                        f'<p>{_compare_links(stem, first["kind"])}</p>\n'
                         "</section>")
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -193,6 +193,12 @@ against the original.</p>
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _compare_links(stem: str, kind: str) -> str:
+    """Links to the comparison picture and, for GIFs and clips, the comparison GIF."""
+    names = [f"{stem}_compare.png"] + ([f"{stem}_compare.gif"] if kind != "image" else [])
+    return ", ".join(f'<a href="{_link(name)}">{html.escape(name)}</a>' for name in names)
 
 
 def _link(name: str) -> str:
