@@ -1,5 +1,7 @@
+import importlib.util
 import os
 import random
+import warnings
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,22 @@ def seed() -> int:
     torch.manual_seed(value)
     print(f"seed={value}")
     return value
+
+
+# Every SoftPool backend, for the tests that take the ``device`` fixture (op contract, double backward).
+BACKENDS = ["reference", "cpp", pytest.param("triton", marks=pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="needs Triton"))]
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request):
+    """Serve every SoftPool call of the test with one backend; the value is the device its tensors go on."""
+    from softpool3d.ops import backend_for, force_backend   # after TRITON_INTERPRET is chosen above
+
+    name = request.param
+    device = "cuda" if name == "triton" and torch.cuda.is_available() else "cpu"
+    with force_backend(name), warnings.catch_warnings():
+        # The interpreter evaluates masked-off lanes too, in numpy, which warns about their inf/nan.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton")
+        assert backend_for(torch.zeros(1, 1, 2, device=device)) == name
+        yield device

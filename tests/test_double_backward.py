@@ -3,34 +3,18 @@ backend: the first backward is each backend's kernel, its derivative the closed 
 ``reference.backward_grads``. Checked by ``gradgradcheck`` in float64 and against autograd run twice through
 the differentiable float64 reference forward. Without a GPU the Triton kernels run in Triton's interpreter."""
 
-import importlib.util
-import warnings
 
 import pytest
 import torch
 
 import softpool3d as sp
-from softpool3d.ops import backend_for, force_backend, reference
+from softpool3d.ops import force_backend, reference
 from softpool3d.ops._geometry import AxisWindows, adaptive_windows
 
 from helpers import as_tuple, windows_for
 
 SOFT = {1: sp.soft_pool1d, 2: sp.soft_pool2d, 3: sp.soft_pool3d}
 ADAPTIVE = {1: sp.adaptive_soft_pool1d, 2: sp.adaptive_soft_pool2d, 3: sp.adaptive_soft_pool3d}
-BACKENDS = ["reference", "cpp", pytest.param("triton", marks=pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None, reason="needs Triton"))]
-
-
-@pytest.fixture(params=BACKENDS)
-def device(request):
-    """Serve every SoftPool call of the test with one backend; the value is the device its tensors go on."""
-    name = request.param
-    device = "cuda" if name == "triton" and torch.cuda.is_available() else "cpu"
-    with force_backend(name), warnings.catch_warnings():
-        # The interpreter evaluates masked-off lanes too, in numpy, which warns about their inf/nan.
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton")
-        assert backend_for(torch.zeros(1, 1, 2, device=device)) == name
-        yield device
 
 
 POOL_CASES = [  # dims, shape, kernel, stride, padding, ceil_mode

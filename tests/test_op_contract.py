@@ -4,16 +4,14 @@ and adaptive windows, every layout and dtype, huge magnitudes and non-finite inp
 Triton kernels run on CPU tensors in Triton's interpreter. Backend-specific tests stay in test_ops.py
 (C++), test_triton.py and test_reference.py (the reference against plain loops)."""
 
-import importlib.util
 import random
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import softpool3d as sp
-from softpool3d.ops import backend_for, force_backend, reference
+from softpool3d.ops import reference
 from softpool3d.ops._geometry import adaptive_windows
 
 from helpers import as_tuple, windows_for
@@ -22,20 +20,6 @@ SOFT = {1: sp.soft_pool1d, 2: sp.soft_pool2d, 3: sp.soft_pool3d}
 ADAPTIVE = {1: sp.adaptive_soft_pool1d, 2: sp.adaptive_soft_pool2d, 3: sp.adaptive_soft_pool3d}
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 NAN, INF = float("nan"), float("inf")
-BACKENDS = ["reference", "cpp", pytest.param("triton", marks=pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None, reason="needs Triton"))]
-
-
-@pytest.fixture(params=BACKENDS)
-def device(request):
-    """Serve every SoftPool call of the test with one backend; the value is the device its tensors go on."""
-    name = request.param
-    device = "cuda" if name == "triton" and torch.cuda.is_available() else "cpu"
-    with force_backend(name), warnings.catch_warnings():
-        # The interpreter evaluates masked-off lanes too, in numpy, which warns about their inf/nan.
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton")
-        assert backend_for(torch.zeros(1, 1, 2, device=device)) == name
-        yield device
 
 
 def _check(x, op, windows, grad=None, rtol=1e-12, atol=1e-12):
