@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
 from .config import load_config
@@ -37,16 +37,30 @@ COMMON = ["resume=auto", "train.val_every=0", "train.progress=false"]
 COMPARISONS = [("soft", "max"), ("soft", "avg")]
 
 
-def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra: list[str],
-            keep_checkpoints: bool = False) -> dict:
-    """Train and test one (model, pool, seed); returns its record. Checkpoints are deleted once the run
-    is tested (an r3d_10 checkpoint with its AdamW state is 173 MB) unless ``keep_checkpoints``."""
-    name = f"{model}_{pool}_s{seed}"
-    overrides = [*COMMON, *SETTINGS.get(model, []), *extra, f"model.name={model}", f"model.pool={pool}",
-                 f"seed={seed}", f"name={name}", f"output_dir={out}", f"test.output_dir={out / name / 'test'}"]
-    config = load_config(config_path, overrides)
-    folder = out / name
-    report = folder / "test" / "metrics.json"
+def study_config(config_path: str, out: Path, name: str, overrides: Sequence[str]) -> DictConfig:
+    """The recipe with ``COMMON``, then ``overrides``, for a run in ``<out>/<name>/`` (its test report in
+    ``<out>/<name>/test/``)."""
+    return load_config(config_path, [*COMMON, *overrides, f"name={name}", f"output_dir={out}",
+                                     f"test.output_dir={out / name / 'test'}"])
+
+
+def drop_checkpoints(folder: Path) -> None:
+    """Delete a run's last.pt and best.pt (an r3d_10 checkpoint with its AdamW state is 173 MB)."""
+    for checkpoint in ("last.pt", "best.pt"):
+        (folder / checkpoint).unlink(missing_ok=True)
+
+
+def train_and_test(config: DictConfig, keep_checkpoints: bool = False) -> dict:
+    """Train ``config``'s run and test its last.pt, unless its test report exists; returns what it measured.
+
+    A run folder whose config.yaml differs from ``config`` is a ``ValueError`` (never mixed in); a
+    half-trained run resumes from its last.pt (``resume=auto``). Checkpoints are deleted once the run is
+    tested unless ``keep_checkpoints``.
+
+    Returns ``{"video_top1", "mean_class_acc", "epochs", "steps", "seconds_per_epoch", "train_seconds"}``.
+    """
+    folder = Path(config.output_dir) / config.name
+    report = Path(config.test.output_dir) / "metrics.json"
     if (folder / "config.yaml").is_file() and (folder / "config.yaml").read_text() != OmegaConf.to_yaml(config):
         raise ValueError(f"{folder} was trained with other settings than these; remove it or choose "
                          f"another --out")
@@ -57,25 +71,41 @@ def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra
         run_test(config, folder / "last.pt")
         (folder / "study_time.json").write_text(json.dumps({"train_seconds": train_seconds}))
         if not keep_checkpoints:
-            for checkpoint in ("last.pt", "best.pt"):
-                (folder / checkpoint).unlink(missing_ok=True)
+            drop_checkpoints(folder)
     history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     result = json.loads(report.read_text())
-    return {"model": model, "pool": pool, "seed": seed, "overrides": overrides,
-            "video_top1": result["video_top1"], "mean_class_acc": result["mean_class_acc"],
+    return {"video_top1": result["video_top1"], "mean_class_acc": result["mean_class_acc"],
             "epochs": len(history), "steps": history[-1]["step"],
             "seconds_per_epoch": statistics.fmean(h["epoch_seconds"] for h in history),
             "train_seconds": json.loads((folder / "study_time.json").read_text())["train_seconds"]}
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (model, pool): video top-1 mean and std over seeds, seconds per epoch."""
+def run_one(config_path: str, out: Path, model: str, pool: str, seed: int, extra: list[str],
+            keep_checkpoints: bool = False) -> dict:
+    """Train and test one (model, pool, seed) in ``<out>/<model>_<pool>_s<seed>/``; returns its record.
+    Checkpoints are deleted once the run is tested unless ``keep_checkpoints``."""
+    overrides = [*SETTINGS.get(model, []), *extra, f"model.name={model}", f"model.pool={pool}", f"seed={seed}"]
+    config = study_config(config_path, out, run_name(model, pool, seed), overrides)
+    return {"model": model, "pool": pool, "seed": seed, "overrides": [*COMMON, *overrides],
+            **train_and_test(config, keep_checkpoints)}
+
+
+def run_name(model: str, pool: str, seed: int) -> str:
+    """The folder of one Study 2 run under the study's ``--out``."""
+    return f"{model}_{pool}_s{seed}"
+
+
+def summarise(runs: list[dict], arm: str = "pool") -> list[dict]:
+    """One row per (model, arm): video top-1 mean and std over seeds, seconds per epoch.
+
+    ``arm`` is the record key the runs of one model differ in ("pool" in Study 2).
+    """
     rows = []
     for model in dict.fromkeys(r["model"] for r in runs):
-        for pool in dict.fromkeys(r["pool"] for r in runs if r["model"] == model):
-            group = [r for r in runs if r["model"] == model and r["pool"] == pool]
+        for pool in dict.fromkeys(r[arm] for r in runs if r["model"] == model):
+            group = [r for r in runs if r["model"] == model and r[arm] == pool]
             top1 = [100 * r["video_top1"] for r in group]
-            rows.append({"model": model, "pool": pool, "seeds": [r["seed"] for r in group],
+            rows.append({"model": model, arm: pool, "seeds": [r["seed"] for r in group],
                          "top1_each": top1, "top1_mean": statistics.fmean(top1),
                          "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
                          "seconds_per_epoch": statistics.fmean(r["seconds_per_epoch"] for r in group),
@@ -83,12 +113,13 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def paired_difference(runs: list[dict], model: str, pool: str, baseline: str) -> Optional[dict]:
-    """``pool`` minus ``baseline`` in video top-1 (points), seed by seed, and a two-sided paired t-test.
+def paired_difference(runs: list[dict], model: str, pool: str, baseline: str, arm: str = "pool") -> Optional[dict]:
+    """``pool`` minus ``baseline`` (values of the record key ``arm``) in video top-1 (points), seed by seed,
+    and a two-sided paired t-test.
 
     Only seeds that have both runs count. Returns None when there is none.
     """
-    top1 = {(r["pool"], r["seed"]): 100 * r["video_top1"] for r in runs if r["model"] == model}
+    top1 = {(r[arm], r["seed"]): 100 * r["video_top1"] for r in runs if r["model"] == model}
     seeds = sorted(seed for (p, seed) in top1 if p == pool and (baseline, seed) in top1)
     if not seeds:
         return None
@@ -123,13 +154,13 @@ def paired_differences(runs: list[dict]) -> list[dict]:
     return found
 
 
-def table(rows: list[dict], differences: Sequence[dict] = ()) -> str:
-    """Markdown: one line per (model, pool), then one per paired comparison."""
-    lines = ["| model | pool | video top-1 (%), mean ± std | per seed | s / epoch | steps |",
+def table(rows: list[dict], differences: Sequence[dict] = (), arm: str = "pool") -> str:
+    """Markdown: one line per (model, arm), then one per paired comparison."""
+    lines = [f"| model | {arm} | video top-1 (%), mean ± std | per seed | s / epoch | steps |",
              "|---|---|---:|---|---:|---:|"]
     for row in rows:
         each = ", ".join(f"{v:.1f}" for v in row["top1_each"])
-        lines.append(f"| {row['model']} | {row['pool']} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | {each} | "
+        lines.append(f"| {row['model']} | {row[arm]} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | {each} | "
                      f"{row['seconds_per_epoch']:.1f} | {row['steps']} |")
     if differences:
         lines += ["", "| model | paired difference | per seed (points) | mean ± std | paired t-test p | reading |",
@@ -142,15 +173,15 @@ def table(rows: list[dict], differences: Sequence[dict] = ()) -> str:
     return "\n".join(lines)
 
 
-def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path) -> None:
-    """Left: video top-1 per model and pool (bars: mean ± std; dots: seeds). Right: the paired differences."""
+def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path, arm: str = "pool") -> None:
+    """Left: video top-1 per model and arm (bars: mean ± std; dots: seeds). Right: the paired differences."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    pools = list(dict.fromkeys(r["pool"] for r in rows))
+    pools = list(dict.fromkeys(r[arm] for r in rows))
     width = 0.8 / len(pools)
     fig = agg_figure(figsize=(4.0 + 1.8 * len(models) + 0.9 * max(len(differences), 1), 3.8))
     ax, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2 + len(models), 0.6 + max(len(differences), 1)]})
     for i, pool in enumerate(pools):
-        picked = [next((r for r in rows if r["model"] == m and r["pool"] == pool), None) for m in models]
+        picked = [next((r for r in rows if r["model"] == m and r[arm] == pool), None) for m in models]
         xs = [j + (i - (len(pools) - 1) / 2) * width for j in range(len(models))]
         ax.bar(xs, [r["top1_mean"] if r else 0 for r in picked], width,
                yerr=[r["top1_std"] if r else 0 for r in picked], capsize=3, label=pool)
@@ -159,7 +190,7 @@ def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path) -> None
                 ax.scatter([xs[j]] * len(r["top1_each"]), r["top1_each"], s=8, color="black", zorder=3)
     ax.set_xticks(range(len(models)), models)
     ax.set(ylabel="video top-1 (%)", ylim=(0, 100), title="mean ± std over seeds (dots: seeds)")
-    ax.legend(title="pool", fontsize=8, loc="lower right")
+    ax.legend(title=arm, fontsize=8, loc="lower right")
     for k, d in enumerate(differences):
         right.scatter([k] * len(d["diffs"]), d["diffs"], s=14, color="black", zorder=3)
         right.errorbar([k], [d["mean_diff"]], yerr=[d["std_diff"]], fmt="_", markersize=18, capsize=4, color="C3")
