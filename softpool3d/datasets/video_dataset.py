@@ -100,6 +100,27 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def subset(self, classes: Optional[list[str]] = None, per_class: Optional[int] = None) -> "VideoDataset":
+        """A dataset of this one's videos of ``classes`` only (in this dataset's class order, labels
+        renumbered from 0), with at most the first ``per_class`` videos of each class (in sample order:
+        deterministic, the same for every seed). None keeps every class / every video.
+
+        A name that is not a class here is a ValueError that lists the classes.
+        """
+        names = list(self.classes) if classes is None else [c for c in self.classes if c in set(classes)]
+        unknown = [c for c in (classes or []) if c not in self.classes]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a class of this dataset (classes: {', '.join(self.classes)})")
+        label = {self.classes.index(name): new for new, name in enumerate(names)}
+        taken = dict.fromkeys(label.values(), 0)
+        samples = []
+        for path, old in self.samples:
+            if old in label and (per_class is None or taken[label[old]] < per_class):
+                samples.append((path, label[old]))
+                taken[label[old]] += 1
+        return VideoDataset(samples, names, train=self.train, clip=self.clip, backend=self.backend,
+                            on_error=self.on_error, max_retries=self.max_retries)
+
     def load(self, index: int) -> tuple[torch.Tensor, Optional[tuple[int, int]]]:
         """The video tensor of sample ``index`` and, for a partial file, (header frames, decoded frames).
 

@@ -57,6 +57,8 @@ class DataConfig:
     num_workers: int = 4
     generate: bool = True               # synthmotion: generate the dataset when it is absent
     synth_videos_per_class: int = 30
+    keep_classes: Optional[list[str]] = None   # only these classes (by name, in the dataset's order), every split
+    train_videos_per_class: Optional[int] = None   # at most N train videos per class: the first N in list order
     mean: Optional[list[float]] = None  # RGB normalisation on [0, 1]; None: torchvision's Kinetics-400 mean and std
     std: Optional[list[float]] = None
 
@@ -291,7 +293,27 @@ def check(config: DictConfig) -> None:
         raise ConfigError("data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's "
                           "labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); name them "
                           "in data.flip_pairs, or set data.flip=false")
+    if config.data.train_videos_per_class is not None and config.data.train_videos_per_class < 1:
+        raise ConfigError(f"data.train_videos_per_class must be >= 1 (or null for all), got "
+                          f"{config.data.train_videos_per_class}")
+    check_keep_classes(config)
     parse_views(config.test.views)
+
+
+def check_keep_classes(config: DictConfig) -> None:
+    """``data.keep_classes``: two or more distinct names, and no ``data.flip_pairs`` pair split by it."""
+    keep = config.data.keep_classes
+    if keep is None:
+        return
+    if len(keep) < 2 or len(set(keep)) != len(keep):
+        raise ConfigError(f"data.keep_classes must name two or more different classes (or be null for all), "
+                          f"got {list(keep)}")
+    for pair in config.data.flip_pairs:
+        kept = [name for name in pair if name in keep]
+        if len(kept) == 1:
+            raise ConfigError(f"data.keep_classes keeps {kept[0]!r} but not its flip_pairs mirror "
+                              f"{[n for n in pair if n != kept[0]][0]!r}: a flipped clip would have no label; "
+                              f"keep both, or drop the pair from data.flip_pairs")
 
 
 def parse_views(views: str) -> tuple[int, int]:

@@ -95,8 +95,24 @@ def build_dataset(config: DictConfig, subset: str, *, views: tuple[int, int] = (
         views: (clips, crops) per video for testing; (1, 1) gives one centre view.
         on_error: what a video that cannot be decoded does at test time: "raise" or "skip".
 
-    A config problem (a missing root, list or annotation folder) is a ``DataError`` naming the key.
+    ``data.keep_classes`` keeps only the videos of those classes (labels renumbered in the dataset's class
+    order) and ``data.train_videos_per_class`` the first N train videos of each class (see
+    ``VideoDataset.subset``). A config problem (a missing root, list or annotation folder, an unknown class)
+    is a ``DataError`` naming the key.
     """
+    dataset = _whole_dataset(config, subset, views, on_error)
+    data = config.data
+    per_class = data.train_videos_per_class if subset == "train" else None
+    if data.keep_classes is None and per_class is None:
+        return dataset
+    try:
+        return dataset.subset(None if data.keep_classes is None else list(data.keep_classes), per_class)
+    except ValueError as error:
+        raise DataError(f"data.keep_classes: {error}") from None
+
+
+def _whole_dataset(config: DictConfig, subset: str, views: tuple[int, int], on_error: str) -> VideoDataset:
+    """``build_dataset`` before ``data.keep_classes`` and ``data.train_videos_per_class``."""
     data = config.data
     train = subset == "train"
     common = dict(clip=clip_config(config, views), on_error=on_error)
