@@ -23,6 +23,16 @@ def synth(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def synth6(tmp_path_factory) -> Path:
+    """6 classes (both mirror pairs and MoveUp/MoveDown) x 6 videos of 8 frames at 32x32: 4 train, 2 test each."""
+    from softpool3d.datasets import make_synthmotion
+
+    root = tmp_path_factory.mktemp("synth6")
+    make_synthmotion(root, num_classes=6, videos_per_class=6, frames=8, size=32, groups=3)
+    return root
+
+
 @pytest.fixture
 def seed() -> int:
     """A fresh seed per test, printed so that a failure can be replayed."""

@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark-models": ("benchmark_models", "time models' training steps per pool"),
     "study-pooling": ("study_pooling", "Study 2: accuracy of soft, max and avg pooling"),
     "study-retention": ("study_retention", "Study 1: information kept by each pool"),
+    "study-swap": ("study_swap", "Study 3: SoftPool swapped into a max-pool network, then fine-tuned"),
+    "study-transfer": ("study_transfer", "pretraining on some classes vs scratch on the others, few videos"),
     "gpu-check": ("gpu_check", "check and time the Triton kernels on a GPU"),
 }
 
