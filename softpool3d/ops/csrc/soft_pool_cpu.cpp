@@ -251,29 +251,36 @@ inline void store_acc(acc_t* p, const Vectorized<acc_t>& v, int64_t count) {
 // with a_o = g_o / S_o, over the tile's windows o that contain column j. Backward reads only grad and x:
 // y is recomputed in acc_t, so the op saves nothing but its input, and in-place ops on the output cannot
 // corrupt the gradient.
+//
+// Step 3 and the sums A_j, B_j work on windows, not columns. For regular windows they are vector loops
+// over windows: the per-column arrays are copied "by phase", padded column q * stride + r to r * L + q,
+// so that the k-th column of windows o, o + 1, ... (o * stride + k, ...) is one contiguous run.
 
-// The windows along W as (window, column) pairs in padded row coordinates: pair p says that window
-// win[p] covers row position pos[p]. Regular rows are stored zero-padded (Axis::row_offset), so that
-// window o covers [o * stride, o * stride + kernel), and their pairs run k-major: p = k * out + o.
-// Adaptive rows are not padded.
+// The windows along W. Regular rows are stored zero-padded (Axis::row_offset), so that window o covers
+// padded columns [o * stride, o * stride + kernel). Adaptive rows are not padded; their windows are listed
+// as (window, column) pairs: window win[p] covers column pos[p].
 struct RowWindows {
   bool regular = false;
-  int64_t kernel = 0, stride = 0, out = 0;
+  int64_t kernel = 0, stride = 1, out = 0;
+  int64_t len = 0;    // padded columns (Axis::row_len)
+  int64_t phase = 0;  // regular: columns per phase, ceil(len / stride)
   std::vector<int64_t> pos, win;
+
+  // Regular: where window 0's k-th column sits in the by-phase layout (window o's is o further on).
+  int64_t at(int64_t k) const { return (k % stride) * phase + k / stride; }
+  // (window, column) pairs: kernel * out (regular, k-major) or the adaptive list's length.
+  int64_t pairs() const { return regular ? kernel * out : static_cast<int64_t>(pos.size()); }
 };
 
 RowWindows row_windows(const Axis& a) {
   RowWindows r;
   r.regular = a.regular();
-  r.kernel = a.kernel;
-  r.stride = a.stride;
   r.out = a.out;
+  r.len = a.row_len();
   if (r.regular) {
-    for (int64_t k = 0; k < a.kernel; ++k)
-      for (int64_t o = 0; o < a.out; ++o) {
-        r.pos.push_back(o * a.stride + k);
-        r.win.push_back(o);
-      }
+    r.kernel = a.kernel;
+    r.stride = a.stride;
+    r.phase = (r.len + r.stride - 1) / r.stride;
   } else {
     for (int64_t o = 0; o < a.out; ++o)
       for (int64_t i = a.start[o]; i < a.end[o]; ++i) {
@@ -284,61 +291,25 @@ RowWindows row_windows(const Axis& a) {
   return r;
 }
 
-// Regular windows, step 3 below: m[o] = max of c over window o (c holds no NaN) and u[p] = c_j - m_o
-// (-inf where m_o is not finite).
-// The stride S is known at compile time when > 0, so that the strided loops vectorise.
-template <int S, typename acc_t>
-void regular_max_diff(const acc_t* __restrict c, int64_t n, int64_t kernel, int64_t stride, acc_t* __restrict m,
-                      acc_t* __restrict u) {
-  const int64_t s = S > 0 ? S : stride;
-  for (int64_t o = 0; o < n; ++o) m[o] = c[o * s];
-  for (int64_t k = 1; k < kernel; ++k)
-    for (int64_t o = 0; o < n; ++o) {
-      const acc_t v = c[o * s + k];
-      m[o] = v > m[o] ? v : m[o];
-    }
-  for (int64_t k = 0; k < kernel; ++k)
-    for (int64_t o = 0; o < n; ++o) {
-      const bool finite = m[o] - m[o] == 0;  // otherwise u = 0: the window is computed exactly
-      u[k * n + o] = finite ? c[o * s + k] - m[o] : -std::numeric_limits<acc_t>::infinity();
-    }
-}
-
-// Regular windows: S_o = sum_j u_oj col_j and T_o = sum_j u_oj wcol_j.
-template <int S, typename acc_t>
-void regular_sums(const acc_t* __restrict u, const acc_t* __restrict col, const acc_t* __restrict wcol, int64_t n,
-                  int64_t kernel, int64_t stride, acc_t* __restrict sums, acc_t* __restrict wsums) {
-  const int64_t s = S > 0 ? S : stride;
-  for (int64_t o = 0; o < n; ++o) {
-    sums[o] = u[o] * col[o * s];
-    wsums[o] = u[o] * wcol[o * s];
+// by_phase[(j % stride) * phase + j / stride] = row[j], the slots past the row's end set to fill.
+template <typename acc_t>
+void to_phases(const acc_t* row, const RowWindows& rw, acc_t fill, acc_t* by_phase) {
+  for (int64_t r = 0; r < rw.stride; ++r) {
+    acc_t* out = by_phase + r * rw.phase;
+    int64_t q = 0;
+    for (int64_t j = r; j < rw.len; j += rw.stride, ++q) out[q] = row[j];
+    for (; q < rw.phase; ++q) out[q] = fill;
   }
-  for (int64_t k = 1; k < kernel; ++k)
-    for (int64_t o = 0; o < n; ++o) {
-      sums[o] += u[k * n + o] * col[o * s + k];
-      wsums[o] += u[k * n + o] * wcol[o * s + k];
-    }
 }
 
-// Regular windows, backward: A_j += a_o u_oj and B_j += a_o u_oj (y_o - c_j) (nothing where a_o u_oj is 0,
-// so that a column with no finite value, c_j = -inf, adds no NaN).
-// wa and wb (kernel * n each, k-major like u) are scratch.
-template <int S, typename acc_t>
-void regular_spread(const acc_t* __restrict c, const acc_t* __restrict u, const acc_t* __restrict a,
-                    const acc_t* __restrict y, int64_t n, int64_t kernel, int64_t stride, acc_t* __restrict wa,
-                    acc_t* __restrict wb, acc_t* __restrict a_row, acc_t* __restrict b_row) {
-  const int64_t s = S > 0 ? S : stride;
-  for (int64_t k = 0; k < kernel; ++k)
-    for (int64_t o = 0; o < n; ++o) {
-      const acc_t w = a[o] * u[k * n + o];
-      wa[k * n + o] = w;
-      wb[k * n + o] = w == 0 ? acc_t(0) : w * (y[o] - c[o * s + k]);
-    }
-  for (int64_t k = 0; k < kernel; ++k)
-    for (int64_t o = 0; o < n; ++o) {
-      a_row[o * s + k] += wa[k * n + o];
-      b_row[o * s + k] += wb[k * n + o];
-    }
+// The inverse of to_phases: row[j] = by_phase[(j % stride) * phase + j / stride].
+template <typename acc_t>
+void from_phases(const acc_t* by_phase, const RowWindows& rw, acc_t* row) {
+  for (int64_t r = 0; r < rw.stride; ++r) {
+    const acc_t* in = by_phase + r * rw.phase;
+    int64_t q = 0;
+    for (int64_t j = r; j < rw.len; j += rw.stride, ++q) row[j] = in[q];
+  }
 }
 
 // The most input rows one output row reads.
@@ -352,34 +323,38 @@ int64_t max_tile_rows(const Geometry& g) {
 
 template <typename acc_t>
 struct TileScratch {
-  std::vector<acc_t> xbuf;           // the plane in acc_t (reduced-precision inputs only)
-  std::vector<acc_t> cmax;           // per padded column: c_j (-inf in the padding)
-  std::vector<acc_t> col, wcol;      // per padded column: sums of e and e * x over the tile's rows
-  std::vector<acc_t> e;              // backward: the tile's rows of e, each row_len() long
-  std::vector<acc_t> m, sums, wsums; // per window: m_o, S_o, T_o
-  std::vector<acc_t> u;              // per (window, column) pair: u_oj
-  std::vector<acc_t> coef_a, coef_y; // backward, per window: a_o = g_o / S_o and y_o (0 for exact windows)
-  std::vector<acc_t> wa, wb;         // backward, per pair: a_o u_oj and a_o u_oj (y_o - c_j)
-  std::vector<acc_t> a_row, b_row;   // backward: A_j and B_j
-  std::vector<int64_t> slow;         // windows to compute exactly
+  std::vector<acc_t> xbuf;            // the plane in acc_t (reduced-precision inputs only)
+  std::vector<acc_t> cmax;            // per padded column: c_j (-inf in the padding)
+  std::vector<acc_t> col, wcol;       // per padded column: sums of e and e * x over the tile's rows
+  std::vector<acc_t> cmax_p, col_p, wcol_p;  // regular windows: the same by phase
+  std::vector<acc_t> e;               // backward: the tile's rows of e, each row_len() long
+  std::vector<acc_t> m, sums, wsums;  // per window: m_o, S_o, T_o
+  std::vector<acc_t> u;               // per (window, column) pair: u_oj
+  std::vector<acc_t> coef_a, coef_y;  // backward, per window: a_o = g_o / S_o and y_o (0 for exact windows)
+  std::vector<acc_t> a_row, b_row;    // backward: A_j and B_j per padded column
+  std::vector<acc_t> a_p, b_p;        // regular windows: the same by phase
+  std::vector<int64_t> slow;          // windows to compute exactly
 
   TileScratch(const Geometry& g, const RowWindows& rw, bool backward) {
-    const int64_t RW = g.ax[2].row_len();
+    const int64_t RW = rw.len, n = g.ax[2].out, by_phase = rw.regular ? rw.stride * rw.phase : 0;
     cmax.resize(RW);
     col.resize(RW);
     wcol.resize(RW);
-    m.resize(g.ax[2].out);
-    sums.resize(g.ax[2].out);
-    wsums.resize(g.ax[2].out);
-    u.resize(rw.pos.size());
+    cmax_p.resize(by_phase);
+    col_p.resize(by_phase);
+    wcol_p.resize(by_phase);
+    m.resize(n);
+    sums.resize(n);
+    wsums.resize(n);
+    u.resize(rw.pairs());
     if (backward) {
       e.assign(max_tile_rows(g) * RW, acc_t(0));  // the padding entries stay 0
-      coef_a.resize(g.ax[2].out);
-      wa.resize(rw.pos.size());
-      wb.resize(rw.pos.size());
-      coef_y.resize(g.ax[2].out);
-      a_row.resize(RW);
-      b_row.resize(RW);
+      coef_a.resize(n);
+      coef_y.resize(n);
+      a_row.assign(RW, acc_t(0));
+      b_row.assign(RW, acc_t(0));
+      a_p.resize(by_phase);
+      b_p.resize(by_phase);
     }
   }
 };
@@ -395,6 +370,53 @@ const acc_t* plane_as_acc(const scalar_t* xp, int64_t n, std::vector<acc_t>& buf
   }
 }
 
+// Step 3 for regular windows, vectorised over windows: s.m, s.u, s.sums and s.wsums from the columns'
+// c, col and wcol (by phase). u = 0 where m_o is not finite: those windows are computed exactly.
+template <typename acc_t>
+void regular_window_stats(const RowWindows& rw, TileScratch<acc_t>& s) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec zero(0);
+  const int64_t n = rw.out;
+  const acc_t *c = s.cmax_p.data(), *col = s.col_p.data(), *wcol = s.wcol_p.data();
+  for (int64_t o = 0; o < n; o += V) {
+    const int64_t count = std::min(V, n - o);
+    Vec m = load_acc(c + rw.at(0) + o, count);  // c holds no NaN
+    for (int64_t k = 1; k < rw.kernel; ++k) m = at::vec::maximum(m, load_acc(c + rw.at(k) + o, count));
+    const Vec finite = (m - m) == zero;
+    Vec sum = zero, wsum = zero;
+    for (int64_t k = 0; k < rw.kernel; ++k) {
+      const int64_t j = rw.at(k) + o;
+      const Vec u = Vec::blendv(zero, exp_nonpositive(load_acc(c + j, count) - m), finite);
+      store_acc(s.u.data() + k * n + o, u, count);
+      sum = sum + u * load_acc(col + j, count);
+      wsum = wsum + u * load_acc(wcol + j, count);
+    }
+    store_acc(s.m.data() + o, m, count);
+    store_acc(s.sums.data() + o, sum, count);
+    store_acc(s.wsums.data() + o, wsum, count);
+  }
+}
+
+// Step 3 for adaptive windows, one (window, column) pair at a time.
+template <typename acc_t>
+void adaptive_window_stats(const RowWindows& rw, TileScratch<acc_t>& s) {
+  constexpr acc_t kInf = std::numeric_limits<acc_t>::infinity();
+  const int64_t pairs = rw.pairs();
+  std::fill(s.m.begin(), s.m.end(), -kInf);
+  for (int64_t p = 0; p < pairs; ++p) s.m[rw.win[p]] = max_nan(s.m[rw.win[p]], s.cmax[rw.pos[p]]);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const acc_t m = s.m[rw.win[p]];
+    s.u[p] = std::isfinite(m) ? std::exp(s.cmax[rw.pos[p]] - m) : acc_t(0);
+  }
+  std::fill(s.sums.begin(), s.sums.end(), acc_t(0));
+  std::fill(s.wsums.begin(), s.wsums.end(), acc_t(0));
+  for (int64_t p = 0; p < pairs; ++p) {
+    s.sums[rw.win[p]] += s.u[p] * s.col[rw.pos[p]];
+    s.wsums[rw.win[p]] += s.u[p] * s.wcol[rw.pos[p]];
+  }
+}
+
 // Steps 1 to 3 for the tile `rows` of the plane xp: fills s.cmax, s.col, s.wcol, s.m, s.u, s.sums and
 // s.wsums, and with store_e the tile's rows of e.
 template <typename acc_t>
@@ -404,7 +426,7 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
   constexpr int64_t V = Vec::size();
   constexpr acc_t kInf = std::numeric_limits<acc_t>::infinity();
   const Axis& aw = g.ax[2];
-  const int64_t H = g.ax[1].in, W = aw.in, off = aw.row_offset();
+  const int64_t H = g.ax[1].in, W = aw.in, off = aw.row_offset(), RW = rw.len;
   acc_t* cmax = s.cmax.data() + off;
   acc_t* col = s.col.data() + off;
   acc_t* wcol = s.wcol.data() + off;
@@ -414,7 +436,6 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
   std::fill(s.cmax.begin(), s.cmax.end(), -kInf);  // padding columns: c = -inf, col = wcol = 0
   std::fill(s.col.begin(), s.col.end(), acc_t(0));
   std::fill(s.wcol.begin(), s.wcol.end(), acc_t(0));
-  const int64_t RW = aw.row_len();
   for (int64_t i = 0; i < W; i += V) {
     const int64_t count = std::min(V, W - i);
     // 1. Column maxima. A NaN column gets c = +inf, so that every window containing it has a non-finite max.
@@ -428,7 +449,8 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
     store_acc(cmax + i, cv, count);
     // 2. e = exp(x - c_j), summed per column. A column whose max is not finite gets e = 0: every window
     //    containing it has a non-finite max (NaN, +inf) or no finite value (-inf) and is computed exactly.
-    //    -inf entries of finite columns get e = 0 and add nothing to wcol (not 0 * -inf).
+    //    A -inf entry in a finite column makes its wcol NaN (0 * -inf), and so the windows that contain
+    //    the column are computed exactly too.
     const Vec finite = (cv - cv) == zero;
     const Vec ref = Vec::blendv(zero, cv, finite);
     Vec colv = zero, wcolv = zero;
@@ -438,66 +460,99 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
         const Vec xv = load_acc(xp + (d * H + h) * W + i, count);
         const Vec ev = Vec::blendv(zero, exp_nonpositive(xv - ref), finite);
         colv = colv + ev;
-        wcolv = wcolv + Vec::blendv(ev * xv, zero, ev == zero);
+        wcolv = at::vec::fmadd(ev, xv, wcolv);
         if (store_e) store_acc(s.e.data() + t * RW + off + i, ev, count);
       }
     store_acc(col + i, colv, count);
     store_acc(wcol + i, wcolv, count);
   }
 
-  // 3. Per window: m_o, u_oj = exp(c_j - m_o), S_o and T_o (u = 0 where m_o is not finite: those windows
-  //    are computed exactly).
-  const int64_t pairs = static_cast<int64_t>(rw.pos.size());
-  const int64_t n = aw.out;
+  // 3. Per window: m_o, u_oj = exp(c_j - m_o), S_o and T_o.
   if (rw.regular) {
-    if (rw.stride == 1) regular_max_diff<1>(s.cmax.data(), n, rw.kernel, 1, s.m.data(), s.u.data());
-    else if (rw.stride == 2) regular_max_diff<2>(s.cmax.data(), n, rw.kernel, 2, s.m.data(), s.u.data());
-    else regular_max_diff<0>(s.cmax.data(), n, rw.kernel, rw.stride, s.m.data(), s.u.data());
+    to_phases(s.cmax.data(), rw, -kInf, s.cmax_p.data());
+    to_phases(s.col.data(), rw, acc_t(0), s.col_p.data());
+    to_phases(s.wcol.data(), rw, acc_t(0), s.wcol_p.data());
+    regular_window_stats(rw, s);
   } else {
-    std::fill(s.m.begin(), s.m.end(), -kInf);
-    for (int64_t p = 0; p < pairs; ++p) s.m[rw.win[p]] = max_nan(s.m[rw.win[p]], s.cmax[rw.pos[p]]);
-    for (int64_t p = 0; p < pairs; ++p) {
-      const acc_t m = s.m[rw.win[p]];
-      s.u[p] = std::isfinite(m) ? s.cmax[rw.pos[p]] - m : -kInf;
-    }
-  }
-  for (int64_t p = 0; p < pairs; p += V) {
-    const int64_t count = std::min(V, pairs - p);
-    store_acc(s.u.data() + p, exp_nonpositive(load_acc(s.u.data() + p, count)), count);
-  }
-  if (rw.regular) {
-    const acc_t *u = s.u.data(), *c = s.col.data(), *wc = s.wcol.data();
-    if (rw.stride == 1) regular_sums<1>(u, c, wc, n, rw.kernel, 1, s.sums.data(), s.wsums.data());
-    else if (rw.stride == 2) regular_sums<2>(u, c, wc, n, rw.kernel, 2, s.sums.data(), s.wsums.data());
-    else regular_sums<0>(u, c, wc, n, rw.kernel, rw.stride, s.sums.data(), s.wsums.data());
-  } else {
-    std::fill(s.sums.begin(), s.sums.end(), acc_t(0));
-    std::fill(s.wsums.begin(), s.wsums.end(), acc_t(0));
-    for (int64_t p = 0; p < pairs; ++p) {
-      s.sums[rw.win[p]] += s.u[p] * s.col[rw.pos[p]];
-      s.wsums[rw.win[p]] += s.u[p] * s.wcol[rw.pos[p]];
-    }
+    adaptive_window_stats(rw, s);
   }
 }
 
-// Whether window o of the last tile_stats can use its sums (otherwise it is computed exactly).
+// Per window, from the last tile_stats: a lane mask of the windows whose sums can be used; the others (a
+// non-finite max or T) are computed exactly.
 template <typename acc_t>
-inline bool tile_window_ok(const TileScratch<acc_t>& s, int64_t o) {
-  return (s.m[o] - s.m[o] == 0) & (s.sums[o] >= kMinSum<acc_t>) & (s.wsums[o] - s.wsums[o] == 0);
+inline Vectorized<acc_t> windows_ok(const TileScratch<acc_t>& s, int64_t o, int64_t count) {
+  using Vec = Vectorized<acc_t>;
+  const Vec zero(0), m = load_acc(s.m.data() + o, count), t = load_acc(s.wsums.data() + o, count);
+  return ((m - m) == zero) & (load_acc(s.sums.data() + o, count) >= Vec(kMinSum<acc_t>)) & ((t - t) == zero);
 }
 
-// One input row of a tile: dx += e * ((1 + x - c) * A - B), nothing where e is 0.
+// Lanes [0, count) of a windows_ok mask that are false.
 template <typename acc_t>
-void scatter_row(const acc_t* x, const acc_t* e, const acc_t* c, const acc_t* a, const acc_t* b, int64_t n,
-                 acc_t* dx) {
+inline int failed_lanes(const Vectorized<acc_t>& ok, int64_t count) {
+  return ok.zero_mask() & ((1 << count) - 1);
+}
+
+// Backward, regular windows: A_j += a_o u_oj and B_j += a_o u_oj (y_o - c_j) for the windows o that contain
+// column j, vectorised over windows (nothing where a_o u_oj is 0, so that a column with no finite value,
+// c_j = -inf, adds no NaN). Fills s.a_row and s.b_row.
+template <typename acc_t>
+void regular_spread(const RowWindows& rw, TileScratch<acc_t>& s) {
   using Vec = Vectorized<acc_t>;
   constexpr int64_t V = Vec::size();
-  const Vec one(1), zero(0);
-  for (int64_t i = 0; i < n; i += V) {
-    const int64_t count = std::min(V, n - i);
-    const Vec xv = load_acc(x + i, count), ev = load_acc(e + i, count);
-    const Vec grad = ev * ((one + (xv - load_acc(c + i, count))) * load_acc(a + i, count) - load_acc(b + i, count));
-    store_acc(dx + i, load_acc(dx + i, count) + Vec::blendv(grad, zero, ev == zero), count);
+  const Vec zero(0);
+  const int64_t n = rw.out;
+  std::fill(s.a_p.begin(), s.a_p.end(), acc_t(0));
+  std::fill(s.b_p.begin(), s.b_p.end(), acc_t(0));
+  for (int64_t k = 0; k < rw.kernel; ++k) {
+    acc_t *a_p = s.a_p.data() + rw.at(k), *b_p = s.b_p.data() + rw.at(k);
+    const acc_t* c = s.cmax_p.data() + rw.at(k);
+    for (int64_t o = 0; o < n; o += V) {
+      const int64_t count = std::min(V, n - o);
+      const Vec w = load_acc(s.coef_a.data() + o, count) * load_acc(s.u.data() + k * n + o, count);
+      const Vec wb = Vec::blendv(w * (load_acc(s.coef_y.data() + o, count) - load_acc(c + o, count)), zero, w == zero);
+      store_acc(a_p + o, load_acc(a_p + o, count) + w, count);
+      store_acc(b_p + o, load_acc(b_p + o, count) + wb, count);
+    }
+  }
+  from_phases(s.a_p.data(), rw, s.a_row.data());
+  from_phases(s.b_p.data(), rw, s.b_row.data());
+}
+
+// Backward, adaptive windows: the same one (window, column) pair at a time.
+template <typename acc_t>
+void adaptive_spread(const RowWindows& rw, TileScratch<acc_t>& s) {
+  std::fill(s.a_row.begin(), s.a_row.end(), acc_t(0));
+  std::fill(s.b_row.begin(), s.b_row.end(), acc_t(0));
+  for (int64_t p = 0; p < rw.pairs(); ++p) {
+    const int64_t j = rw.pos[p], o = rw.win[p];
+    const acc_t w = s.coef_a[o] * s.u[p];
+    s.a_row[j] += w;
+    s.b_row[j] += w == 0 ? acc_t(0) : w * (s.coef_y[o] - s.cmax[j]);
+  }
+}
+
+// The tile's rows of dx: dx += e * ((x - c) * A + A - B), nothing where e is 0. c, A and B per column
+// (padded coordinates), e as tile_stats stored it.
+template <typename acc_t>
+void scatter_tile(const acc_t* xp, const Geometry& g, const Window& rows, const TileScratch<acc_t>& s,
+                  acc_t* dxp) {
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
+  const Vec zero(0);
+  const int64_t H = g.ax[1].in, W = g.ax[2].in, off = g.ax[2].row_offset(), RW = g.ax[2].row_len();
+  for (int64_t i = 0; i < W; i += V) {
+    const int64_t count = std::min(V, W - i);
+    const Vec c = load_acc(s.cmax.data() + off + i, count), a = load_acc(s.a_row.data() + off + i, count);
+    const Vec a_minus_b = a - load_acc(s.b_row.data() + off + i, count);
+    int64_t t = 0;
+    for (int64_t d = rows.d0; d < rows.d1; ++d)
+      for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
+        const int64_t r = (d * H + h) * W + i;
+        const Vec xv = load_acc(xp + r, count), ev = load_acc(s.e.data() + t * RW + off + i, count);
+        const Vec grad = Vec::blendv(ev * at::vec::fmadd(xv - c, a, a_minus_b), zero, ev == zero);
+        store_acc(dxp + r, load_acc(dxp + r, count) + grad, count);
+      }
   }
 }
 
@@ -520,6 +575,8 @@ class FlushDenormals {
 template <typename scalar_t>
 void forward_contiguous(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes, const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
   const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
   const int64_t H = ah.in, W = aw.in, oW = aw.out;
   const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
@@ -535,10 +592,14 @@ void forward_contiguous(const scalar_t* x, acc_type<scalar_t>* y, int64_t planes
         for (int64_t oh = 0; oh < ah.out; ++oh) {
           tile_stats(xp, g, rw, window_at(g, od, oh, 0), /*store_e=*/false, s);
           acc_t* yrow = y + p * out_numel + (od * ah.out + oh) * oW;
-          for (int64_t ow = 0; ow < oW; ++ow) {
-            yrow[ow] = tile_window_ok(s, ow)
-                           ? s.wsums[ow] / s.sums[ow]
-                           : static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, ow)));
+          for (int64_t ow = 0; ow < oW; ow += V) {
+            const int64_t count = std::min(V, oW - ow);
+            const Vec ok = windows_ok(s, ow, count);
+            store_acc(yrow + ow, load_acc(s.wsums.data() + ow, count) / load_acc(s.sums.data() + ow, count), count);
+            for (int failed = failed_lanes(ok, count); failed != 0; failed &= failed - 1) {
+              const int64_t o = ow + __builtin_ctz(failed);
+              yrow[o] = static_cast<acc_t>(exact_forward(xp, strides, window_at(g, od, oh, o)));
+            }
           }
         }
     }
@@ -549,9 +610,10 @@ template <typename scalar_t>
 void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scalar_t>* dx, int64_t planes,
                          const Geometry& g) {
   using acc_t = acc_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t V = Vec::size();
   const Axis &ad = g.ax[0], &ah = g.ax[1], &aw = g.ax[2];
   const int64_t H = ah.in, W = aw.in, oH = ah.out, oW = aw.out;
-  const int64_t RW = aw.row_len(), off = aw.row_offset();
   const int64_t in_numel = g.in_numel(), out_numel = g.out_numel();
   const Strides strides{H * W, W, 1};
   const RowWindows rw = row_windows(aw);
@@ -559,6 +621,7 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scala
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     const FlushDenormals flush;
     TileScratch<acc_t> s(g, rw, /*backward=*/true);
+    const Vec one(1), zero(0);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = plane_as_acc(x + p * in_numel, in_numel, s.xbuf);
       const scalar_t* gp = grad + p * out_numel;
@@ -567,46 +630,25 @@ void backward_contiguous(const scalar_t* grad, const scalar_t* x, acc_type<scala
       for (int64_t od = 0; od < ad.out; ++od)
         for (int64_t oh = 0; oh < oH; ++oh) {
           const Window rows = window_at(g, od, oh, 0);
-          const int64_t base = (od * oH + oh) * oW;
+          const scalar_t* grow = gp + (od * oH + oh) * oW;
           tile_stats(xp, g, rw, rows, /*store_e=*/true, s);
-          // A_j and B_j from each window's a_o = g_o / S_o and y_o.
-          int64_t n_slow = 0;
-          for (int64_t ow = 0; ow < oW; ++ow) {
-            const bool ok = tile_window_ok(s, ow);
-            const acc_t inv = acc_t(1) / s.sums[ow];
-            s.coef_a[ow] = ok ? static_cast<acc_t>(gp[base + ow]) * inv : acc_t(0);
-            s.coef_y[ow] = ok ? s.wsums[ow] * inv : acc_t(0);
-            n_slow += !ok;
-          }
+          // a_o = g_o / S_o and y_o per window; 0 for the windows computed exactly.
           s.slow.clear();
-          for (int64_t ow = 0; n_slow > 0 && ow < oW; ++ow)
-            if (!tile_window_ok(s, ow)) s.slow.push_back(ow);
-          std::fill(s.a_row.begin(), s.a_row.end(), acc_t(0));
-          std::fill(s.b_row.begin(), s.b_row.end(), acc_t(0));
-          const acc_t *c = s.cmax.data(), *u = s.u.data(), *a = s.coef_a.data(), *y = s.coef_y.data();
-          if (rw.regular) {
-            acc_t *wa = s.wa.data(), *wb = s.wb.data(), *ar = s.a_row.data(), *br = s.b_row.data();
-            if (rw.stride == 1) regular_spread<1>(c, u, a, y, oW, rw.kernel, 1, wa, wb, ar, br);
-            else if (rw.stride == 2) regular_spread<2>(c, u, a, y, oW, rw.kernel, 2, wa, wb, ar, br);
-            else regular_spread<0>(c, u, a, y, oW, rw.kernel, rw.stride, wa, wb, ar, br);
-          } else {
-            for (size_t q = 0; q < rw.pos.size(); ++q) {
-              const int64_t j = rw.pos[q], o = rw.win[q];
-              const acc_t w = a[o] * u[q];
-              s.a_row[j] += w;
-              s.b_row[j] += w == 0 ? acc_t(0) : w * (y[o] - c[j]);
-            }
+          for (int64_t ow = 0; ow < oW; ow += V) {
+            const int64_t count = std::min(V, oW - ow);
+            const Vec ok = windows_ok(s, ow, count);
+            const Vec inv = one / load_acc(s.sums.data() + ow, count);
+            store_acc(s.coef_a.data() + ow, Vec::blendv(zero, load_acc(grow + ow, count) * inv, ok), count);
+            store_acc(s.coef_y.data() + ow, Vec::blendv(zero, load_acc(s.wsums.data() + ow, count) * inv, ok), count);
+            for (int failed = failed_lanes(ok, count); failed != 0; failed &= failed - 1)
+              s.slow.push_back(ow + __builtin_ctz(failed));
           }
-          int64_t t = 0;
-          for (int64_t d = rows.d0; d < rows.d1; ++d)
-            for (int64_t h = rows.h0; h < rows.h1; ++h, ++t) {
-              const int64_t r = (d * H + h) * W;
-              scatter_row(xp + r, s.e.data() + t * RW + off, s.cmax.data() + off, s.a_row.data() + off,
-                          s.b_row.data() + off, W, dxp + r);
-            }
+          if (rw.regular) regular_spread(rw, s);
+          else adaptive_spread(rw, s);
+          scatter_tile(xp, g, rows, s, dxp);
           for (const int64_t ow : s.slow) {
             const Window win = window_at(g, od, oh, ow);
-            exact_backward(xp, dxp, strides, win, static_cast<double>(gp[base + ow]), exact_forward(xp, strides, win));
+            exact_backward(xp, dxp, strides, win, static_cast<double>(grow[ow]), exact_forward(xp, strides, win));
           }
         }
     }
