@@ -449,8 +449,7 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
     store_acc(cmax + i, cv, count);
     // 2. e = exp(x - c_j), summed per column. A column whose max is not finite gets e = 0: every window
     //    containing it has a non-finite max (NaN, +inf) or no finite value (-inf) and is computed exactly.
-    //    A -inf entry in a finite column makes its wcol NaN (0 * -inf), and so the windows that contain
-    //    the column are computed exactly too.
+    //    -inf entries of finite columns get e = 0 and add nothing to wcol (not 0 * -inf).
     const Vec finite = (cv - cv) == zero;
     const Vec ref = Vec::blendv(zero, cv, finite);
     Vec colv = zero, wcolv = zero;
@@ -460,7 +459,7 @@ void tile_stats(const acc_t* xp, const Geometry& g, const RowWindows& rw, const 
         const Vec xv = load_acc(xp + (d * H + h) * W + i, count);
         const Vec ev = Vec::blendv(zero, exp_nonpositive(xv - ref), finite);
         colv = colv + ev;
-        wcolv = at::vec::fmadd(ev, xv, wcolv);
+        wcolv = at::vec::fmadd(ev, Vec::blendv(xv, zero, ev == zero), wcolv);
         if (store_e) store_acc(s.e.data() + t * RW + off + i, ev, count);
       }
     store_acc(col + i, colv, count);
@@ -487,7 +486,8 @@ inline Vectorized<acc_t> windows_ok(const TileScratch<acc_t>& s, int64_t o, int6
   return ((m - m) == zero) & (load_acc(s.sums.data() + o, count) >= Vec(kMinSum<acc_t>)) & ((t - t) == zero);
 }
 
-// Lanes [0, count) of a windows_ok mask that are false.
+// Lanes [0, count) of a windows_ok mask that are false, as bits (read with __builtin_ctz: GCC and Clang,
+// the compilers torch.utils.cpp_extension builds with on Linux and macOS).
 template <typename acc_t>
 inline int failed_lanes(const Vectorized<acc_t>& ok, int64_t count) {
   return ok.zero_mask() & ((1 << count) - 1);
