@@ -96,6 +96,12 @@ def test_a_fine_tune_from_a_checkpoint_takes_its_normalisation_unless_the_config
     shutil.copy(checkpoint, cache_dir() / "pre.pt")
     assert clip_config(url).mean == mean
 
+    # A checkpoint that is gone (e.g. testing a fine-tune after deleting where it started): said, not silent.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="softpool3d"):
+        assert clip_config(tiny(synth, tmp_path, f"model.pretrained={tmp_path / 'gone.pt'}")).mean == KINETICS_MEAN
+    assert f"model.pretrained={tmp_path / 'gone.pt'} is not there" in caplog.text
+
     # A file that cannot be read is the same clear error as when its weights are loaded.
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(PretrainedError, match="bad.pt cannot be read"):

@@ -50,7 +50,7 @@ def normalisation(config: DictConfig) -> dict[str, tuple[float, ...]]:
     (e.g. "kinetics400"), or a softpool3d checkpoint (a path, or a URL already in torch.hub's cache) whose
     recorded normalisation counts (see ``checkpoint.trained_with``); else ``ClipConfig``'s defaults (an empty
     dict). Says once what it took, and warns where the config differs from what the weights were trained with."""
-    from ..models.pretrained import WEIGHTS, local_file, normalisation_notes
+    from ..models.pretrained import WEIGHTS, is_url, local_file, normalisation_notes
 
     model, data = config.get("model"), config.data
     chosen = {key: tuple(data[key]) for key in ("mean", "std") if data.get(key) is not None}
@@ -62,6 +62,11 @@ def normalisation(config: DictConfig) -> dict[str, tuple[float, ...]]:
         normalisation_notes(weights, data.clip_len, data.crop_size, chosen["mean"], chosen["std"])
         return chosen
     path = local_file(model.name, model.pretrained)
+    if path is None and not is_url(str(model.pretrained)) and len(chosen) < 2 and model.pretrained not in _noted:
+        _noted.add(model.pretrained)   # e.g. testing a fine-tune whose starting checkpoint has been deleted since
+        logger.warning("model.pretrained=%s is not there: the normalisation it was trained with is unknown; "
+                       "normalising with data.mean / data.std or Kinetics' (set them to the checkpoint's)",
+                       model.pretrained)
     trained = trained_with(path) if path is not None else {}
     if "mean" in trained or "std" in trained:
         chosen = {key: trained[key] for key in ("mean", "std") if key in trained} | chosen

@@ -303,7 +303,7 @@ def resolve(name: str, source: str) -> tuple[Path, Optional[WeightSet]]:
     if (name, source) in WEIGHTS:
         weights = WEIGHTS[(name, source)]
         return cached_file(weights.file_name, weights.url, weights.page), weights
-    if _is_url(source):
+    if is_url(source):
         file_name = os.path.basename(urlparse(source).path)
         if not file_name:
             raise PretrainedError(f"the URL {source} names no file")
@@ -316,7 +316,7 @@ def resolve(name: str, source: str) -> tuple[Path, Optional[WeightSet]]:
                           f"({', '.join(tags) if tags else 'it has none'}), nor a URL, nor a file")
 
 
-def _is_url(source: str) -> bool:
+def is_url(source: str) -> bool:
     return urlparse(source).scheme in ("http", "https", "file")
 
 
@@ -326,7 +326,7 @@ def local_file(name: str, source: str) -> Optional[Path]:
     source = str(source)
     if (name, source) in WEIGHTS:
         return None
-    path = cache_dir() / os.path.basename(urlparse(source).path) if _is_url(source) else Path(source).expanduser()
+    path = cache_dir() / os.path.basename(urlparse(source).path) if is_url(source) else Path(source).expanduser()
     return path if path.is_file() else None
 
 
