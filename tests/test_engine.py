@@ -4,7 +4,9 @@ and DDP (torchrun, gloo). Everything runs on a tiny SynthMotion written with PyA
 import csv
 import importlib
 import json
+import logging
 import math
+import shutil
 import re
 import subprocess
 import sys
@@ -40,6 +42,70 @@ def test_train_writes_the_run_folder(synth, tmp_path):
     state = load_checkpoint(folder / "last.pt")
     assert state["epoch"] == 2 and state["step"] == 6 and state["classes"] == ["MoveLeft", "MoveRight", "MoveUp"]
     assert load_config(folder / "config.yaml").model.name == "r3d_10"
+
+
+def test_a_fine_tune_from_a_checkpoint_takes_its_normalisation_unless_the_config_sets_one(synth, tmp_path, caplog,
+                                                                                          monkeypatch):
+    from softpool3d.datasets.transforms import KINETICS_MEAN, KINETICS_STD
+    from softpool3d.engine.data import clip_config
+    from softpool3d.models.pretrained import PretrainedError, cache_dir
+
+    mean, std = (0.3, 0.4, 0.5), (0.2, 0.25, 0.3)
+    pre = train(tiny(synth, tmp_path / "pre", "data.mean=[0.3,0.4,0.5]", "data.std=[0.2,0.25,0.3]", "train.epochs=1"))
+    checkpoint = pre / "last.pt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert state["normalisation"] == {"mean": list(mean), "std": list(std)}
+    assert state["clip"] == {"clip_len": 4, "frame_interval": 1, "crop_size": 32, "short_side": 32}
+
+    # No data.mean / data.std: the checkpoint's, in the transform training builds, said once.
+    with caplog.at_level(logging.INFO, logger="softpool3d"):
+        fine = tiny(synth, tmp_path / "ft", f"model.pretrained={checkpoint}", "train.stop_after_steps=1")
+        assert fine.data.mean is None and fine.data.std is None
+        clip = build_dataset(fine, "train").clip
+        assert (clip.mean, clip.std) == (mean, std)
+        said = f"normalising with mean {mean}, std {std} from {checkpoint}; it was trained on 4-frame 32x32 clips"
+        assert caplog.text.count(said) == 1 and "differs" not in caplog.text
+        # The fine-tune records what it used (mid-epoch checkpoints too): a fine-tune of it takes the same.
+        assert load_checkpoint(train(fine) / "last.pt")["normalisation"] == {"mean": list(mean), "std": list(std)}
+        assert caplog.text.count(said) == 1
+
+    # data.mean set: the config wins for the mean, with a warning; the std still comes from the checkpoint.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="softpool3d"):
+        clip = clip_config(tiny(synth, tmp_path, f"model.pretrained={checkpoint}", "data.mean=[0.5,0.5,0.5]",
+                                "data.clip_len=8"))
+    assert (clip.mean, clip.std) == ((0.5, 0.5, 0.5), std)
+    assert f"the config differs from what {checkpoint} was trained with: data.mean (0.5, 0.5, 0.5) " \
+           f"(the checkpoint's: {mean}); data.clip_len 8 (the checkpoint's: 4)" in caplog.text
+
+    # An older checkpoint, without the entries: its config's data.mean / data.std; none there: the defaults.
+    old = {key: value for key, value in state.items() if key not in ("normalisation", "clip")}
+    save_checkpoint(old, tmp_path / "old.pt")
+    clip = clip_config(tiny(synth, tmp_path, f"model.pretrained={tmp_path / 'old.pt'}"))
+    assert (clip.mean, clip.std) == (mean, std)
+    old["config"]["data"].update(mean=None, std=None)
+    save_checkpoint(old, tmp_path / "older.pt")
+    clip = clip_config(tiny(synth, tmp_path, f"model.pretrained={tmp_path / 'older.pt'}"))
+    assert (clip.mean, clip.std) == (KINETICS_MEAN, KINETICS_STD)
+
+    # A URL: read only once it is in torch.hub's cache (nothing is fetched to find the normalisation).
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    url = tiny(synth, tmp_path, "model.pretrained=https://example.invalid/weights/pre.pt")
+    assert clip_config(url).mean == KINETICS_MEAN and not cache_dir().exists()
+    cache_dir().mkdir(parents=True)
+    shutil.copy(checkpoint, cache_dir() / "pre.pt")
+    assert clip_config(url).mean == mean
+
+    # A checkpoint that is gone (e.g. testing a fine-tune after deleting where it started): said, not silent.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="softpool3d"):
+        assert clip_config(tiny(synth, tmp_path, f"model.pretrained={tmp_path / 'gone.pt'}")).mean == KINETICS_MEAN
+    assert f"model.pretrained={tmp_path / 'gone.pt'} is not there" in caplog.text
+
+    # A file that cannot be read is the same clear error as when its weights are loaded.
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedError, match="bad.pt cannot be read"):
+        clip_config(tiny(synth, tmp_path, f"model.pretrained={tmp_path / 'bad.pt'}"))
 
 
 def test_resume_matches_an_uninterrupted_run(synth, tmp_path):

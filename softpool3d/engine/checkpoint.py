@@ -2,10 +2,13 @@
 
 A checkpoint is a dict of tensors and plain Python values only: model, optimizer, scheduler and
 scaler state dicts, epoch, step, the batch within the epoch, the best validated clip top-1 and the
-epoch it came from (``best_epoch``), the torch and Python RNG states (``rng``), the config and the
-class names. Training also reseeds every step from (seed, rank, epoch, batch), so a resume repeats
-the uninterrupted run's randomness exactly. ``save_checkpoint`` writes a temporary file in the same folder, flushes it to disk and
-renames it over the target, so a crash mid-write leaves the previous checkpoint intact.
+epoch it came from (``best_epoch``), the torch and Python RNG states (``rng``), the config, the
+class names, and what the data was made with, resolved: ``normalisation`` ({"mean": [...], "std": [...]})
+and ``clip`` (clip_len, frame_interval, crop_size, short_side). A config that fine-tunes from the
+checkpoint (``model.pretrained``) takes its normalisation (see ``trained_with``). Training also reseeds
+every step from (seed, rank, epoch, batch), so a resume repeats the uninterrupted run's randomness exactly.
+``save_checkpoint`` writes a temporary file in the same folder, flushes it to disk and renames it over
+the target, so a crash mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import os
 import random
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -58,6 +62,48 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a softpool3d training checkpoint (no 'model' entry)")
     return state
+
+
+CLIP_KEYS = ("clip_len", "frame_interval", "crop_size", "short_side")
+
+
+def trained_with(path: Union[str, Path]) -> dict[str, Any]:
+    """What the softpool3d checkpoint ``path`` was trained on: "mean" and "std" (tuples) and the ``CLIP_KEYS``,
+    as far as it tells; empty for another codebase's weights.
+
+    A checkpoint records them (``normalisation``, ``clip``); an older one has only its config, whose
+    ``data.mean`` / ``data.std`` (or, unset, those of the weight tag it was fine-tuned from) count. The file
+    is read with ``weights_only=True`` and its tensors memory-mapped; one that cannot be read is a
+    ``PretrainedError`` naming it.
+    """
+    path = Path(path)
+    stat = path.stat()
+    return dict(_trained_with(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=16)
+def _trained_with(path: str, mtime_ns: int, size: int) -> tuple:   # keyed by the file's version
+    from ..models.pretrained import WEIGHTS, read_state_dict
+
+    _, outer = read_state_dict(path, mmap=True)
+    config = outer.get("config")
+    if "classes" not in outer or not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        return ()
+    data, model = config["data"], config.get("model") or {}
+    found: dict[str, Any] = {}
+    recorded = outer.get("normalisation")
+    if isinstance(recorded, dict):
+        found = {key: recorded[key] for key in ("mean", "std") if recorded.get(key) is not None}
+    else:   # older: its config's, or those of the weights it was fine-tuned from by tag
+        weights = WEIGHTS.get((model.get("name"), model.get("pretrained")))
+        for key in ("mean", "std"):
+            value = data.get(key) if data.get(key) is not None else getattr(weights, key, None)
+            if value is not None:
+                found[key] = value
+    found = {key: tuple(float(v) for v in value) for key, value in found.items()}
+    clip = outer.get("clip") if isinstance(outer.get("clip"), dict) else data
+    found |= {key: clip[key] for key in CLIP_KEYS if clip.get(key) is not None}
+    return tuple(found.items())
 
 
 def unwrap(model: nn.Module) -> nn.Module:

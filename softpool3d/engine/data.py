@@ -8,6 +8,7 @@ mid-epoch therefore sees the very batches the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -22,7 +23,11 @@ from ..datasets.io import available_backends
 from ..datasets.kinetics import read_class_list
 from ..datasets.video_dataset import log_failures
 from ..datasets.synthetic import make_synthmotion
+from ..datasets.transforms import KINETICS_MEAN, KINETICS_STD
+from .checkpoint import trained_with
 from .host import release_freed_memory
+
+logger = logging.getLogger("softpool3d.engine")
 
 
 class DataError(ValueError):
@@ -41,17 +46,57 @@ def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConf
 
 
 def normalisation(config: DictConfig) -> dict[str, tuple[float, ...]]:
-    """``data.mean`` and ``data.std`` where set; unset, those of the weights ``model.pretrained`` names by
-    tag (e.g. "kinetics400"), or else ``ClipConfig``'s defaults (an empty dict). Says once what it took."""
-    from ..models.pretrained import WEIGHTS, normalisation_notes
+    """``data.mean`` and ``data.std`` where set; unset, those of the weights ``model.pretrained`` names: a tag
+    (e.g. "kinetics400"), or a softpool3d checkpoint (a path, or a URL already in torch.hub's cache) whose
+    recorded normalisation counts (see ``checkpoint.trained_with``); else ``ClipConfig``'s defaults (an empty
+    dict). Says once what it took, and warns where the config differs from what the weights were trained with."""
+    from ..models.pretrained import WEIGHTS, is_url, local_file, normalisation_notes
 
     model, data = config.get("model"), config.data
     chosen = {key: tuple(data[key]) for key in ("mean", "std") if data.get(key) is not None}
-    weights = WEIGHTS.get((model.name, model.pretrained)) if model is not None and model.pretrained else None
+    if model is None or not model.pretrained:
+        return chosen
+    weights = WEIGHTS.get((model.name, model.pretrained))
     if weights is not None:
         chosen = {"mean": weights.mean, "std": weights.std} | chosen
         normalisation_notes(weights, data.clip_len, data.crop_size, chosen["mean"], chosen["std"])
+        return chosen
+    path = local_file(model.name, model.pretrained)
+    if path is None and not is_url(str(model.pretrained)) and len(chosen) < 2 and model.pretrained not in _noted:
+        _noted.add(model.pretrained)   # e.g. testing a fine-tune whose starting checkpoint has been deleted since
+        logger.warning("model.pretrained=%s is not there: the normalisation it was trained with is unknown; "
+                       "normalising with data.mean / data.std or Kinetics' (set them to the checkpoint's)",
+                       model.pretrained)
+    trained = trained_with(path) if path is not None else {}
+    if "mean" in trained or "std" in trained:
+        chosen = {key: trained[key] for key in ("mean", "std") if key in trained} | chosen
+        _checkpoint_notes(path, trained, data, chosen)
     return chosen
+
+
+_noted: set[tuple] = set()
+
+
+def _checkpoint_notes(path: Path, trained: dict, data: DictConfig, chosen: dict) -> None:
+    """Log (once per setting) the normalisation taken from the checkpoint ``path``, and warn where the
+    config's differs from what it was trained with (a silent loss of accuracy)."""
+    compared = ("clip_len", "frame_interval", "crop_size")
+    ours = {**{key: data[key] for key in compared}, **chosen}
+    key = (str(path), tuple(sorted(trained.items())), tuple(sorted(ours.items())))
+    if key in _noted:
+        return
+    _noted.add(key)
+    if any(name in trained and data.get(name) is None for name in ("mean", "std")):
+        said = [f"{name} {ours.get(name, default)}" + (f" (data.{name})" if data.get(name) is not None else "")
+                for name, default in (("mean", KINETICS_MEAN), ("std", KINETICS_STD))]
+        clip = (f"; it was trained on {trained['clip_len']}-frame {trained['crop_size']}x{trained['crop_size']} "
+                f"clips, frame interval {trained['frame_interval']}") if all(k in trained for k in compared) else ""
+        logger.info("normalising with %s from %s%s", ", ".join(said), path, clip)
+    differs = [f"data.{name} {ours[name]} (the checkpoint's: {trained[name]})"
+               for name in ("mean", "std", *compared)
+               if name in trained and name in ours and ours[name] != trained[name]]
+    if differs:
+        logger.warning("the config differs from what %s was trained with: %s", path, "; ".join(differs))
 
 
 def synthmotion_paths(root: Path) -> tuple[Path, Path]:

@@ -137,7 +137,8 @@ def swapped_checkpoint(checkpoint: Path, pool: str, path: Path) -> Path:
     state = load_checkpoint(checkpoint)
     config = dict(state["config"])
     config["model"] = {**config["model"], "pool": pool}
-    save_checkpoint({"model": state["model"], "config": config, "classes": state["classes"]}, path)
+    made = {key: state[key] for key in ("normalisation", "clip") if key in state}
+    save_checkpoint({"model": state["model"], "config": config, "classes": state["classes"], **made}, path)
     return path
 
 

@@ -25,10 +25,12 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from ..datasets import ClipConfig
+from ..models.pretrained import resolve
 from . import distributed, host
 from .builders import build_optimizer, model_from_config, warmup_cosine
-from .checkpoint import (CheckpointError, load_checkpoint, load_pretrained, rng_state, save_checkpoint, set_rng_state,
-                         unwrap)
+from .checkpoint import (CLIP_KEYS, CheckpointError, load_checkpoint, load_pretrained, rng_state, save_checkpoint,
+                         set_rng_state, unwrap)
 from .config import ConfigError, save_config, to_plain
 from .data import (DataError, EpochOrder, SeededSamples, build_dataset, check_backend, check_classes,
                    ensure_synthmotion, loader, release_memory_before_fork, stop_workers, train_sampler)
@@ -97,9 +99,15 @@ class Run:
     best: float = -1.0                # best validated clip top-1
     best_epoch: Optional[int] = None  # the epoch best.pt holds
     history: list = field(default_factory=list)
+    clip: Optional[ClipConfig] = None  # the training data's: checkpoints record its normalisation and clip
 
     def checkpoint(self, batch_in_epoch: int) -> dict:
-        return {
+        made = {}
+        if self.clip is not None:   # resolved, as plain floats and ints (a fine-tune from this file reads them)
+            made = {"normalisation": {"mean": [float(v) for v in self.clip.mean],
+                                      "std": [float(v) for v in self.clip.std]},
+                    "clip": {key: int(getattr(self.clip, key)) for key in CLIP_KEYS}}
+        return made | {
             "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": batch_in_epoch, "best_top1": self.best,
@@ -119,6 +127,8 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
         if ctx.is_main:
             ensure_synthmotion(config)
         distributed.barrier()
+    if config.model.pretrained:   # fetched before the data is built: a checkpoint's normalisation is read from it
+        resolve(config.model.name, str(config.model.pretrained))
     train_set = build_dataset(config, "train")
     val_set = build_dataset(config, "val", on_error=config.test.on_error)
     check_classes(train_set, val_set)
@@ -152,7 +162,8 @@ def prepare(config: DictConfig, ctx: distributed.Context) -> Run:
         net = torch.compile(net)
     batches = loader(seeded, order, config.train.batch_size, config, train=True)
     run = Run(config, ctx, folder, classes, order, batches, val_set, model, net, optimizer, scheduler, scaler,
-              nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing), batches_per_epoch, memory_format)
+              nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing), batches_per_epoch, memory_format,
+              clip=train_set.clip)
 
     resume = config.resume
     if resume == "auto":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -198,16 +199,17 @@ def cached_file(file_name: str, url: Optional[str], page: str = "") -> Path:
     return path
 
 
-def read_state_dict(path: Union[str, Path]) -> tuple[dict[str, torch.Tensor], dict]:
+def read_state_dict(path: Union[str, Path], *, mmap: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors of a weights file, and the checkpoint dict around them (empty for a bare state_dict).
 
-    Reads with ``weights_only=True``. Finds the tensors under "model_state" (pytorchvideo),
-    "state_dict" (Hara et al.) or "model" (softpool3d), or takes the file as a state_dict, and strips
-    DataParallel's "module." prefix. Errors name the file.
+    Reads with ``weights_only=True``; ``mmap`` maps the tensors instead of reading them (for a look at
+    the plain values around them; files in torch's old, non-zip format are read as usual). Finds the
+    tensors under "model_state" (pytorchvideo), "state_dict" (Hara et al.) or "model" (softpool3d), or
+    takes the file as a state_dict, and strips DataParallel's "module." prefix. Errors name the file.
     """
     path = Path(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as error:  # noqa: BLE001 - torch raises several types for a damaged file
         first_line = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else ""
         # A pickled Python object (not garbage bytes, which fail on an unsupported operand) is refused.
@@ -301,7 +303,7 @@ def resolve(name: str, source: str) -> tuple[Path, Optional[WeightSet]]:
     if (name, source) in WEIGHTS:
         weights = WEIGHTS[(name, source)]
         return cached_file(weights.file_name, weights.url, weights.page), weights
-    if urlparse(source).scheme in ("http", "https", "file"):
+    if is_url(source):
         file_name = os.path.basename(urlparse(source).path)
         if not file_name:
             raise PretrainedError(f"the URL {source} names no file")
@@ -312,6 +314,20 @@ def resolve(name: str, source: str) -> tuple[Path, Optional[WeightSet]]:
     tags = weight_tags(name)
     raise PretrainedError(f"pretrained={source!r} is neither a weight tag of {name} "
                           f"({', '.join(tags) if tags else 'it has none'}), nor a URL, nor a file")
+
+
+def is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https", "file")
+
+
+def local_file(name: str, source: str) -> Optional[Path]:
+    """The file ``resolve`` would give for ``source``, a URL or a path, where it is already here; None for a
+    tag of ``name``, a URL not downloaded yet (nothing is fetched) or a path with no file."""
+    source = str(source)
+    if (name, source) in WEIGHTS:
+        return None
+    path = cache_dir() / os.path.basename(urlparse(source).path) if is_url(source) else Path(source).expanduser()
+    return path if path.is_file() else None
 
 
 def load_pretrained_weights(model: nn.Module, name: str, source: Union[str, Path]) -> list[str]:
