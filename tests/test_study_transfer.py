@@ -9,8 +9,9 @@ import torch
 
 from softpool3d.engine import DataError, load_checkpoint, load_config
 from softpool3d.engine.config import ConfigError
-from softpool3d.engine.data import build_dataset
-from softpool3d.engine.transfer import run_transfer_study
+from softpool3d.engine import transfer
+from softpool3d.engine.data import build_dataset, clip_config
+from softpool3d.engine.transfer import class_overrides, run_transfer_study
 
 from helpers import ROOT
 
@@ -64,6 +65,8 @@ def test_transfer_study_loads_the_backbone_and_reinitialises_the_classifier(synt
     # The classifier is the seed's fresh one in both fine-tunes.
     assert torch.allclose(pretrained["model"]["fc.weight"], scratch["model"]["fc.weight"], atol=1e-6)
     assert [r["start"] for r in report["runs"]] == ["pretrained", "scratch"]
+    paired = report["paired"][0]                           # named by the arm: start, not pool
+    assert (paired["start"], paired["baseline"]) == ("pretrained", "scratch") and "pool" not in paired
     assert all(r["steps"] == 1 for r in report["runs"])    # 2 classes x 2 videos: one batch of 4
     assert all(r["epochs"] == 1 for r in report["runs"])
     assert "pretrained − scratch" in (out / "study_transfer.md").read_text()
@@ -79,3 +82,55 @@ def test_transfer_study_loads_the_backbone_and_reinitialises_the_classifier(synt
     with pytest.raises(ValueError, match="share \\['MoveUp'\\]"):
         run_transfer_study(RECIPE, tmp_path / "bad", seeds=[0], pretrain_classes=["MoveUp", "MoveDown"],
                            finetune_classes=["MoveUp", "Approach"], overrides=overrides)
+
+
+@pytest.mark.parametrize("pretrain,finetune,message", [
+    # the fine-tune side is the wrong one: before, these failed only after the pretraining
+    (["MoveUp", "MoveDown", "Approach"], ["RotateClockwise", "Jump"], "'Jump' is not a SynthMotion class"),
+    (["MoveUp", "MoveDown", "Approach"], ["SpeedUp", "SpeedUp"], "--finetune-classes must name two or more different"),
+    (["MoveUp", "MoveDown", "Approach"], ["RotateClockwise", "SpeedUp"], "separates the mirror pair"),
+    (["MoveUp", "MoveUp", "Approach"], ["SpeedUp", "SlowDown"], "--pretrain-classes must name two or more different"),
+    (["MoveUp", "MoveDown", "Approach"], ["Approach", "SpeedUp"], "share \\['Approach'\\]"),
+    # equal counts: the pretrained classifier would load instead of being re-initialised
+    (["MoveUp", "MoveDown"], ["SpeedUp", "SlowDown"], "both have 2 classes"),
+])
+def test_transfer_split_is_checked_before_any_training(tmp_path, monkeypatch, pretrain, finetune, message):
+    monkeypatch.setattr(transfer, "train_and_test", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(ValueError, match=message):
+        run_transfer_study(RECIPE, tmp_path, seeds=[0], pretrain_classes=pretrain, finetune_classes=finetune,
+                           overrides=SHRINK)
+    assert not any(tmp_path.iterdir())
+
+
+def test_transfer_study_rejects_repeated_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "train_and_test", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(ValueError, match="--seeds repeats a value"):
+        run_transfer_study(RECIPE, tmp_path, seeds=[0, 1, 0], overrides=SHRINK)
+
+
+def test_a_side_without_mirror_pair_keeps_plain_flips():
+    # MoveUp, MoveDown, Approach and Recede are their own mirror images: flipping them is a plain flip.
+    side = ["MoveUp", "MoveDown", "Approach", "Recede"]
+    made = class_overrides(RECIPE, SHRINK, side)
+    assert made == ["data.keep_classes=[MoveUp,MoveDown,Approach,Recede]", "data.flip_pairs=[]"]
+    config = load_config(RECIPE, [*SHRINK, *made])
+    assert config.data.flip and clip_config(config).flip and clip_config(config).flip_pairs == ()
+    unset = load_config(RECIPE, [*SHRINK, *made, "data.flip=null"])
+    assert clip_config(unset).flip                                       # auto: on, nothing to relabel
+    # A kept class a flip relabels still needs its pair (or no flips), naming the class.
+    with pytest.raises(ConfigError, match="in no pair: RotateClockwise, RotateCounterClockwise"):
+        load_config(RECIPE, [*SHRINK, "data.keep_classes=[RotateClockwise,RotateCounterClockwise]",
+                             "data.flip_pairs=[]"])
+    assert not clip_config(load_config(RECIPE, [*SHRINK, "data.keep_classes=[RotateClockwise,RotateCounterClockwise]",
+                                                "data.flip_pairs=[]", "data.flip=null"])).flip
+    # The default split keeps its pairs (the overrides the running study uses, unchanged).
+    assert class_overrides(RECIPE, [], transfer.PRETRAIN_CLASSES) == [
+        "data.keep_classes=[MoveLeft,MoveRight,MoveUp,MoveDown,Approach,Recede]", "data.flip_pairs=[[MoveLeft,MoveRight]]"]
+    assert class_overrides(RECIPE, [], transfer.FINETUNE_CLASSES) == [
+        "data.keep_classes=[RotateClockwise,RotateCounterClockwise,SpeedUp,SlowDown]",
+        "data.flip_pairs=[[RotateClockwise,RotateCounterClockwise]]"]
+
+
+def test_a_split_mirror_pair_is_fine_without_flips():
+    config = load_config(RECIPE, [*SHRINK, "data.keep_classes=[MoveUp,MoveLeft]", "data.flip=false"])
+    assert list(config.data.keep_classes) == ["MoveUp", "MoveLeft"]

@@ -36,6 +36,9 @@ CLASSES = (
     "Approach", "Recede",
     "SpeedUp", "SlowDown",
 )
+# The classes a horizontal flip turns into each other; every other class is its own mirror image (a flipped
+# SpeedUp clip still speeds up, a flipped MoveUp clip still moves up).
+MIRROR_PAIRS = (("MoveLeft", "MoveRight"), ("RotateClockwise", "RotateCounterClockwise"))
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

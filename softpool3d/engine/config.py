@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..datasets.io import BACKENDS as DECODER_BACKENDS
+from ..datasets.synthetic import MIRROR_PAIRS as SYNTHMOTION_MIRROR_PAIRS
 from ..models import list_models
 from ..nn import POOL_KINDS
 
@@ -289,10 +290,11 @@ def check(config: DictConfig) -> None:
     if config.data.dataset == "synthmotion" and config.data.synth_videos_per_class < SYNTHMOTION_GROUPS:
         raise ConfigError(f"data.synth_videos_per_class must be >= {SYNTHMOTION_GROUPS} (one video per group), "
                           f"got {config.data.synth_videos_per_class}")
-    if config.data.dataset == "synthmotion" and config.data.flip and not config.data.flip_pairs:
-        raise ConfigError("data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's "
-                          "labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); name them "
-                          "in data.flip_pairs, or set data.flip=false")
+    unpaired = unpaired_mirror_classes(config.data)
+    if config.data.flip and unpaired:
+        raise ConfigError(f"data.flip=true with data.dataset=synthmotion: a horizontal flip changes SynthMotion's "
+                          f"labels (MoveLeft becomes MoveRight, clockwise becomes counter-clockwise); name them "
+                          f"in data.flip_pairs, or set data.flip=false (in no pair: {', '.join(unpaired)})")
     if config.data.train_videos_per_class is not None and config.data.train_videos_per_class < 1:
         raise ConfigError(f"data.train_videos_per_class must be >= 1 (or null for all), got "
                           f"{config.data.train_videos_per_class}")
@@ -300,14 +302,29 @@ def check(config: DictConfig) -> None:
     parse_views(config.test.views)
 
 
+def unpaired_mirror_classes(data: DictConfig) -> list[str]:
+    """SynthMotion's classes that a horizontal flip relabels (``MIRROR_PAIRS``), kept (``data.keep_classes``, or
+    all) and in no pair of ``data.flip_pairs``: a flipped clip of one would keep a wrong label. Empty for other
+    datasets, whose classes softpool3d cannot know here, and when every kept class is its own mirror image."""
+    if data.dataset != "synthmotion":
+        return []
+    paired = {name for pair in data.flip_pairs for name in pair}
+    kept = [name for pair in SYNTHMOTION_MIRROR_PAIRS for name in pair
+            if data.keep_classes is None or name in data.keep_classes]
+    return [name for name in kept if name not in paired]
+
+
 def check_keep_classes(config: DictConfig) -> None:
-    """``data.keep_classes``: two or more distinct names, and no ``data.flip_pairs`` pair split by it."""
+    """``data.keep_classes``: two or more distinct names, and, when training flips, no ``data.flip_pairs`` pair
+    split by it."""
     keep = config.data.keep_classes
     if keep is None:
         return
     if len(keep) < 2 or len(set(keep)) != len(keep):
         raise ConfigError(f"data.keep_classes must name two or more different classes (or be null for all), "
                           f"got {list(keep)}")
+    if config.data.flip is False:    # no flip, so no flipped clip to label (null: on where flip_pairs are)
+        return
     for pair in config.data.flip_pairs:
         kept = [name for name in pair if name in keep]
         if len(kept) == 1:

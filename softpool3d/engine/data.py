@@ -25,6 +25,7 @@ from ..datasets.video_dataset import log_failures
 from ..datasets.synthetic import make_synthmotion
 from ..datasets.transforms import KINETICS_MEAN, KINETICS_STD
 from .checkpoint import trained_with
+from .config import unpaired_mirror_classes
 from .host import release_freed_memory
 
 logger = logging.getLogger("softpool3d.engine")
@@ -37,8 +38,9 @@ class DataError(ValueError):
 def clip_config(config: DictConfig, views: tuple[int, int] = (1, 1)) -> ClipConfig:
     """The clip sampling and transforms ``data.*`` describes, with (clips, crops) test views."""
     data = config.data
-    # Unset: on, except for SynthMotion without flip_pairs (a plain flip would change its labels).
-    flip = (data.dataset != "synthmotion" or bool(data.flip_pairs)) if data.flip is None else data.flip
+    # Unset: on, except for SynthMotion with a kept class that a flip relabels and no pair for it (a plain flip
+    # would change its label).
+    flip = not unpaired_mirror_classes(data) if data.flip is None else data.flip
     return ClipConfig(clip_len=data.clip_len, frame_interval=data.frame_interval, short_side=data.short_side,
                       crop_size=data.crop_size, min_area=data.min_area, flip=flip,
                       flip_pairs=tuple(tuple(pair) for pair in data.flip_pairs),

@@ -113,17 +113,18 @@ def summarise(runs: list[dict], arm: str = "pool") -> list[dict]:
     return rows
 
 
-def paired_difference(runs: list[dict], model: str, pool: str, baseline: str, arm: str = "pool") -> Optional[dict]:
-    """``pool`` minus ``baseline`` (values of the record key ``arm``) in video top-1 (points), seed by seed,
+def paired_difference(runs: list[dict], model: str, value: str, baseline: str, arm: str = "pool") -> Optional[dict]:
+    """``value`` minus ``baseline`` (values of the record key ``arm``) in video top-1 (points), seed by seed,
     and a two-sided paired t-test.
 
-    Only seeds that have both runs count. Returns None when there is none.
+    Only seeds that have both runs count. Returns None when there is none; else ``{"model", arm: value,
+    "baseline", "seeds", "diffs", ...}`` (the compared value under the arm's own key, e.g. "pool" or "start").
     """
     top1 = {(r[arm], r["seed"]): 100 * r["video_top1"] for r in runs if r["model"] == model}
-    seeds = sorted(seed for (p, seed) in top1 if p == pool and (baseline, seed) in top1)
+    seeds = sorted(seed for (p, seed) in top1 if p == value and (baseline, seed) in top1)
     if not seeds:
         return None
-    a = [top1[pool, seed] for seed in seeds]
+    a = [top1[value, seed] for seed in seeds]
     b = [top1[baseline, seed] for seed in seeds]
     diffs = [x - y for x, y in zip(a, b)]
     mean = statistics.fmean(diffs)
@@ -137,8 +138,8 @@ def paired_difference(runs: list[dict], model: str, pool: str, baseline: str, ar
         if p_value >= 0.05:
             reading = f"no difference detectable with {len(seeds)} seeds"
         else:
-            reading = f"{pool} {'above' if mean > 0 else 'below'} {baseline} (p < 0.05, {len(seeds)} seeds)"
-    return {"model": model, "pool": pool, "baseline": baseline, "seeds": seeds, "diffs": diffs,
+            reading = f"{value} {'above' if mean > 0 else 'below'} {baseline} (p < 0.05, {len(seeds)} seeds)"
+    return {"model": model, arm: value, "baseline": baseline, "seeds": seeds, "diffs": diffs,
             "mean_diff": mean, "std_diff": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
             "p_value": p_value, "reading": reading}
 
@@ -168,7 +169,7 @@ def table(rows: list[dict], differences: Sequence[dict] = (), arm: str = "pool")
         for d in differences:
             each = ", ".join(f"s{seed}: {v:+.1f}" for seed, v in zip(d["seeds"], d["diffs"]))
             p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
-            lines.append(f"| {d['model']} | {d['pool']} − {d['baseline']} | {each} | "
+            lines.append(f"| {d['model']} | {d[arm]} − {d['baseline']} | {each} | "
                          f"{d['mean_diff']:+.1f} ± {d['std_diff']:.1f} | {p} | {d['reading']} |")
     return "\n".join(lines)
 
@@ -196,7 +197,7 @@ def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path, arm: st
         right.errorbar([k], [d["mean_diff"]], yerr=[d["std_diff"]], fmt="_", markersize=18, capsize=4, color="C3")
     right.axhline(0, color="grey", linewidth=0.8)
     right.set_xticks(range(len(differences)),
-                     [f"{d['model']}\n{d['pool']} − {d['baseline']}" for d in differences], fontsize=8)
+                     [f"{d['model']}\n{d[arm]} − {d['baseline']}" for d in differences], fontsize=8)
     right.set_xlim(-0.6, max(len(differences), 1) - 0.4)
     right.set(ylabel="points of video top-1", title="paired by seed")
     fig.tight_layout()

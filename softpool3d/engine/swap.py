@@ -324,6 +324,9 @@ def run_swap_study(config_path: str, out: Path, model: str = "r3d_10", seeds: Se
     """
     if any(e < 1 for e in ft_epochs) or clips < 1:
         raise ValueError(f"--ft-epochs must be >= 1 and --clips >= 1, got {list(ft_epochs)} and {clips}")
+    for option, values in (("--seeds", seeds), ("--ft-epochs", ft_epochs)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{option} repeats a value: {list(values)}; name each once")
     if ft_lr is None:
         ft_lr = load_config(config_path, [*COMMON, *overrides]).optim.lr / 10
     if ft_lr <= 0:

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..datasets.synthetic import CLASSES as SYNTHMOTION_CLASSES
 from .config import load_config
 from .study import COMMON, SETTINGS, bar_chart, paired_difference, study_config, summarise, table, train_and_test
 
@@ -38,7 +39,8 @@ STARTS = ("pretrained", "scratch")
 
 def class_overrides(config_path: str, overrides: Sequence[str], classes: Sequence[str]) -> list[str]:
     """``data.keep_classes`` for ``classes`` and ``data.flip_pairs`` cut down to the recipe's pairs whose
-    two classes are both kept (a pair split by ``classes`` is a ValueError naming it)."""
+    two classes are both kept (a pair split by ``classes`` is a ValueError naming it). A side with no pair
+    gets ``data.flip_pairs=[]``: flips stay on only if a flip relabels none of its classes (the config check)."""
     pairs = load_config(config_path, [*COMMON, *overrides]).data.flip_pairs
     kept = []
     for pair in pairs:
@@ -49,6 +51,36 @@ def class_overrides(config_path: str, overrides: Sequence[str], classes: Sequenc
         if len(inside) == 2:
             kept.append(f"[{pair[0]},{pair[1]}]")
     return [f"data.keep_classes=[{','.join(classes)}]", f"data.flip_pairs=[{','.join(kept)}]"]
+
+
+def check_split(config_path: str, model: str, overrides: Sequence[str], pretrain_classes: Sequence[str],
+                finetune_classes: Sequence[str]) -> None:
+    """Everything about the class split that can be wrong, before any training: a ValueError naming it.
+
+    Each side: two or more different classes, every one a SynthMotion class (when the recipe is SynthMotion),
+    no mirror pair of ``data.flip_pairs`` split, a config that passes its checks (e.g. flips that would
+    relabel a class with no pair); the sides: disjoint, and of different class counts (the pretrained
+    classifier must not load into the fine-tune's: only a class count that differs re-initialises it).
+    """
+    recipe = load_config(config_path, [*COMMON, *overrides])
+    for option, classes in (("--pretrain-classes", pretrain_classes), ("--finetune-classes", finetune_classes)):
+        repeated = sorted({name for name in classes if list(classes).count(name) > 1})
+        if len(classes) < 2 or repeated:
+            raise ValueError(f"{option} must name two or more different classes, got {list(classes)}")
+        unknown = [name for name in classes if name not in SYNTHMOTION_CLASSES]
+        if recipe.data.dataset == "synthmotion" and unknown:
+            raise ValueError(f"{option}: {', '.join(map(repr, unknown))} is not a SynthMotion class; they are "
+                             f"{', '.join(SYNTHMOTION_CLASSES)}")
+    shared = sorted(set(pretrain_classes) & set(finetune_classes))
+    if shared:
+        raise ValueError(f"--pretrain-classes and --finetune-classes share {shared}; the split must be disjoint")
+    for classes in (pretrain_classes, finetune_classes):
+        load_config(config_path, [*COMMON, *SETTINGS.get(model, []), *overrides, f"model.name={model}",
+                                  *class_overrides(config_path, overrides, classes)])
+    if len(pretrain_classes) == len(finetune_classes):
+        raise ValueError(f"--pretrain-classes and --finetune-classes both have {len(pretrain_classes)} classes: the "
+                         f"pretrained classifier would load into the fine-tune's instead of being re-initialised "
+                         f"(only a class count that differs re-initialises it); give the sides different counts")
 
 
 def transfer_seed(config_path: str, out: Path, model: str, seed: int, overrides: Sequence[str],
@@ -89,7 +121,7 @@ def run_transfer_study(config_path: str, out: Path, model: str = "r3d_10", seeds
         config_path: the recipe (the main job's config).
         out: the study folder; finished runs in it are reused.
         model: the network; seeds: one pretraining and two fine-tunes each.
-        pretrain_classes, finetune_classes: the split; they must not share a class.
+        pretrain_classes, finetune_classes: the split (``check_split``: checked before any training).
         videos_per_class: train videos per fine-tuning class (the first ones in the split's list).
         ft_epochs: fine-tune epochs (both starts); ft_lr: their learning rate (None: the recipe's).
         overrides: ``key=value`` for every run.
@@ -98,9 +130,9 @@ def run_transfer_study(config_path: str, out: Path, model: str = "r3d_10", seeds
     Returns ``{"pretraining", "runs", "summary", "paired", "seconds_this_call"}``, as written to
     study_transfer.json.
     """
-    shared = sorted(set(pretrain_classes) & set(finetune_classes))
-    if shared:
-        raise ValueError(f"--pretrain-classes and --finetune-classes share {shared}; the split must be disjoint")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds repeats a value: {list(seeds)}; name each once")
+    check_split(config_path, model, overrides, pretrain_classes, finetune_classes)
     if videos_per_class < 1 or ft_epochs < 1 or (ft_lr is not None and ft_lr <= 0):
         raise ValueError(f"--videos-per-class and --ft-epochs must be >= 1 and --ft-lr > 0, got {videos_per_class}, "
                          f"{ft_epochs} and {ft_lr}")
