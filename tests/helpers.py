@@ -130,6 +130,11 @@ def frames_that_decode(path: Path) -> int:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+# The studies' recipe (the main job) and its shrink to the synth6 fixture: 1 epoch of 4-frame 32x32 clips,
+# batch 4 (its 1x1 test views stay).
+RECIPE = str(ROOT / "configs" / "synthmotion.yaml")
+SHRINK = ["data.clip_len=4", "data.frame_interval=1", "data.short_side=32", "data.crop_size=32",
+          "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "test.batch_size=4", "data.generate=false"]
 
 
 def tiny(synth: Path, out: Path, *extra: str):

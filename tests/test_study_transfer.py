@@ -13,12 +13,7 @@ from softpool3d.engine import transfer
 from softpool3d.engine.data import build_dataset, clip_config
 from softpool3d.engine.transfer import class_overrides, run_transfer_study
 
-from helpers import ROOT
-
-RECIPE = str(ROOT / "configs" / "synthmotion.yaml")
-# The main job shrunk to the synth6 fixture: 1 epoch of 4-frame 32x32 clips, batch 4 (its 1x1 test views stay).
-SHRINK = ["data.clip_len=4", "data.frame_interval=1", "data.short_side=32", "data.crop_size=32",
-          "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "test.batch_size=4", "data.generate=false"]
+from helpers import RECIPE, SHRINK
 
 
 def test_keep_classes_and_train_videos_per_class(synth6, tmp_path):
@@ -134,3 +129,17 @@ def test_a_side_without_mirror_pair_keeps_plain_flips():
 def test_a_split_mirror_pair_is_fine_without_flips():
     config = load_config(RECIPE, [*SHRINK, "data.keep_classes=[MoveUp,MoveLeft]", "data.flip=false"])
     assert list(config.data.keep_classes) == ["MoveUp", "MoveLeft"]
+
+
+def test_subset_errors_name_what_is_wrong(synth6, monkeypatch):
+    import softpool3d.engine.data as data_module
+    from softpool3d.datasets import VideoDataset
+
+    config = load_config(RECIPE, [f"data.root={synth6}", *SHRINK, "data.keep_classes=[MoveUp,MoveDown]"])
+    whole = build_dataset(load_config(RECIPE, [f"data.root={synth6}", *SHRINK]), "test")
+    only_left = [(p, label) for p, label in whole.samples if whole.classes[label] == "MoveLeft"]
+    monkeypatch.setattr(data_module, "_whole_dataset",
+                        lambda *a: VideoDataset(only_left, whole.classes, train=False, clip=whole.clip))
+    with pytest.raises(DataError, match=r"^the test split with data.keep_classes=\['MoveUp', 'MoveDown'\] and "
+                                        r"data.train_videos_per_class=None: no videos of MoveUp, MoveDown here"):
+        build_dataset(config, "test")

@@ -9,7 +9,9 @@ was kept); then the same weights with every pool swapped to soft, tested with no
 fine-tunes from the max last.pt (model.pretrained, no warmup, --ft-lr) for each --ft-epochs, once with
 soft and once with max pools, same seed, each tested. For every soft network the "hardness" of each
 SoftPool site: the mean over windows of the largest SoftPool weight, 1 / sum_i exp(x_i - max), measured
-on --clips test videos; 1/window is average pooling, 1 is max pooling.
+on --clips test videos, against its average-pooling reference (equal inputs: the mean of 1 / each
+window's real element count) and 1 (max pooling). A hardness.json measured on other --clips, or in the
+first format, is measured again.
 
 Writes <out>/study_swap.json, study_swap.md (accuracy per fine-tune length and pool; soft - max per
 seed with a paired t-test; hardness per site) and study_swap.png. Finished steps are reused.

@@ -105,7 +105,7 @@ class VideoDataset(Dataset):
         renumbered from 0), with at most the first ``per_class`` videos of each class (in sample order:
         deterministic, the same for every seed). None keeps every class / every video.
 
-        A name that is not a class here is a ValueError that lists the classes.
+        A name that is not a class here is a ValueError that lists the classes; so is a subset with no videos.
         """
         names = list(self.classes) if classes is None else [c for c in self.classes if c in set(classes)]
         unknown = [c for c in (classes or []) if c not in self.classes]
@@ -118,6 +118,8 @@ class VideoDataset(Dataset):
             if old in label and (per_class is None or taken[label[old]] < per_class):
                 samples.append((path, label[old]))
                 taken[label[old]] += 1
+        if not samples:
+            raise ValueError(f"no videos of {', '.join(names)} here")
         return VideoDataset(samples, names, train=self.train, clip=self.clip, backend=self.backend,
                             on_error=self.on_error, max_retries=self.max_retries)
 

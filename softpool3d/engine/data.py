@@ -152,10 +152,19 @@ def build_dataset(config: DictConfig, subset: str, *, views: tuple[int, int] = (
     per_class = data.train_videos_per_class if subset == "train" else None
     if data.keep_classes is None and per_class is None:
         return dataset
+    keep = None if data.keep_classes is None else list(data.keep_classes)
+    unknown = [name for name in keep or [] if name not in dataset.classes]
+    if unknown:
+        raise DataError(f"data.keep_classes: {unknown[0]!r} is not a class of this dataset (classes: "
+                        f"{', '.join(dataset.classes)})")
     try:
-        return dataset.subset(None if data.keep_classes is None else list(data.keep_classes), per_class)
-    except ValueError as error:
-        raise DataError(f"data.keep_classes: {error}") from None
+        return dataset.subset(keep, per_class)
+    except ValueError as error:   # no videos left, or a flip_pairs problem of the kept classes
+        message = str(error)
+        if message.startswith("flip_pairs:"):
+            raise DataError(f"data.{message}") from None
+        raise DataError(f"the {subset} split with data.keep_classes={keep} and data.train_videos_per_class="
+                        f"{per_class}: {message}") from None
 
 
 def _whole_dataset(config: DictConfig, subset: str, views: tuple[int, int], on_error: str) -> VideoDataset:

@@ -50,6 +50,14 @@ def drop_checkpoints(folder: Path) -> None:
         (folder / checkpoint).unlink(missing_ok=True)
 
 
+def needed(checkpoint: Path) -> Path:
+    """``checkpoint``, which a run still to be trained or measured starts from: a ValueError when it is gone."""
+    if not checkpoint.is_file():
+        raise ValueError(f"{checkpoint} is needed but gone (a tested run's checkpoints are deleted unless kept); "
+                         f"remove {checkpoint.parent} so that it is trained again, or choose another --out")
+    return checkpoint
+
+
 def train_and_test(config: DictConfig, keep_checkpoints: bool = False) -> dict:
     """Train ``config``'s run and test its last.pt, unless its test report exists; returns what it measured.
 
@@ -95,6 +103,11 @@ def run_name(model: str, pool: str, seed: int) -> str:
     return f"{model}_{pool}_s{seed}"
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def summarise(runs: list[dict], arm: str = "pool") -> list[dict]:
     """One row per (model, arm): video top-1 mean and std over seeds, seconds per epoch.
 
@@ -105,9 +118,9 @@ def summarise(runs: list[dict], arm: str = "pool") -> list[dict]:
         for pool in dict.fromkeys(r[arm] for r in runs if r["model"] == model):
             group = [r for r in runs if r["model"] == model and r[arm] == pool]
             top1 = [100 * r["video_top1"] for r in group]
+            mean, std = mean_std(top1)
             rows.append({"model": model, arm: pool, "seeds": [r["seed"] for r in group],
-                         "top1_each": top1, "top1_mean": statistics.fmean(top1),
-                         "top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
+                         "top1_each": top1, "top1_mean": mean, "top1_std": std,
                          "seconds_per_epoch": statistics.fmean(r["seconds_per_epoch"] for r in group),
                          "steps": group[0]["steps"]})
     return rows
@@ -127,7 +140,7 @@ def paired_difference(runs: list[dict], model: str, value: str, baseline: str, a
     a = [top1[value, seed] for seed in seeds]
     b = [top1[baseline, seed] for seed in seeds]
     diffs = [x - y for x, y in zip(a, b)]
-    mean = statistics.fmean(diffs)
+    mean, std = mean_std(diffs)
     p_value = None
     if len(seeds) < 2:
         reading = "one seed: no test"
@@ -140,7 +153,7 @@ def paired_difference(runs: list[dict], model: str, value: str, baseline: str, a
         else:
             reading = f"{value} {'above' if mean > 0 else 'below'} {baseline} (p < 0.05, {len(seeds)} seeds)"
     return {"model": model, arm: value, "baseline": baseline, "seeds": seeds, "diffs": diffs,
-            "mean_diff": mean, "std_diff": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "mean_diff": mean, "std_diff": std,
             "p_value": p_value, "reading": reading}
 
 
@@ -166,12 +179,23 @@ def table(rows: list[dict], differences: Sequence[dict] = (), arm: str = "pool")
     if differences:
         lines += ["", "| model | paired difference | per seed (points) | mean ± std | paired t-test p | reading |",
                   "|---|---|---|---:|---:|---|"]
-        for d in differences:
-            each = ", ".join(f"s{seed}: {v:+.1f}" for seed, v in zip(d["seeds"], d["diffs"]))
-            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
-            lines.append(f"| {d['model']} | {d[arm]} − {d['baseline']} | {each} | "
-                         f"{d['mean_diff']:+.1f} ± {d['std_diff']:.1f} | {p} | {d['reading']} |")
+        lines += [f"| {d['model']} | {d[arm]} − {d['baseline']} | {paired_cells(d)} |" for d in differences]
     return "\n".join(lines)
+
+
+def paired_cells(d: dict) -> str:
+    """A paired difference's table cells: per seed | mean ± std | p | reading."""
+    each = ", ".join(f"s{seed}: {v:+.1f}" for seed, v in zip(d["seeds"], d["diffs"]))
+    p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
+    return f"{each} | {d['mean_diff']:+.1f} ± {d['std_diff']:.1f} | {p} | {d['reading']}"
+
+
+def paired_panel(ax, differences: Sequence[dict], xs: Sequence[float]) -> None:
+    """Each paired difference at its x: the seeds' differences (dots), mean ± std (red), and the zero line."""
+    for x, d in zip(xs, differences):
+        ax.scatter([x] * len(d["diffs"]), d["diffs"], s=14, color="black", zorder=3)
+        ax.errorbar([x], [d["mean_diff"]], yerr=[d["std_diff"]], fmt="_", markersize=18, capsize=4, color="C3")
+    ax.axhline(0, color="grey", linewidth=0.8)
 
 
 def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path, arm: str = "pool") -> None:
@@ -192,10 +216,7 @@ def bar_chart(rows: list[dict], differences: Sequence[dict], path: Path, arm: st
     ax.set_xticks(range(len(models)), models)
     ax.set(ylabel="video top-1 (%)", ylim=(0, 100), title="mean ± std over seeds (dots: seeds)")
     ax.legend(title=arm, fontsize=8, loc="lower right")
-    for k, d in enumerate(differences):
-        right.scatter([k] * len(d["diffs"]), d["diffs"], s=14, color="black", zorder=3)
-        right.errorbar([k], [d["mean_diff"]], yerr=[d["std_diff"]], fmt="_", markersize=18, capsize=4, color="C3")
-    right.axhline(0, color="grey", linewidth=0.8)
+    paired_panel(right, differences, range(len(differences)))
     right.set_xticks(range(len(differences)),
                      [f"{d['model']}\n{d[arm]} − {d['baseline']}" for d in differences], fontsize=8)
     right.set_xlim(-0.6, max(len(differences), 1) - 0.4)

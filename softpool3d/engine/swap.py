@@ -13,7 +13,8 @@
 
 For every soft network (2 and the soft fine-tunes) the "hardness" of each pool site is measured: the mean
 over windows of the largest SoftPool weight in the window, 1 / sum_i exp(x_i - max x), padding excluded
-(``window_hardness``). It lies between 1/window (all equal: average pooling) and 1 (max pooling).
+(``window_hardness``). It lies between the average-pooling reference (all equal: the mean over the same windows
+of 1 / their real element count, which border windows make larger than 1/K) and 1 (max pooling).
 
 The summary pairs soft - max by seed at 0 (swapped vs as trained) and at each fine-tune length, with a paired
 t-test. Every step's result is a file in its folder, so an interrupted study continues where it stopped.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -41,8 +42,8 @@ from .config import load_config
 from .data import build_dataset
 from .inference import model_from_checkpoint, run_test
 from .plots import agg_figure
-from .study import (COMMON, SETTINGS, drop_checkpoints, paired_difference, run_name, run_one, study_config,
-                    train_and_test)
+from .study import (COMMON, SETTINGS, drop_checkpoints, mean_std, needed, paired_cells, paired_difference,
+                    paired_panel, run_name, run_one, study_config, train_and_test)
 
 # ----------------------------------------------------------------------------- hardness of the pools
 
@@ -53,15 +54,17 @@ def pool_sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(module, (_SoftPoolNd, _AdaptiveSoftPoolNd))]
 
 
-def window_hardness(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, int]:
-    """The largest SoftPool weight of each window ``pool`` makes of ``x``, and the window's size.
+def window_hardness(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The largest SoftPool weight of each window ``pool`` makes of ``x``, the windows' size, and what the weight
+    would be with equal inputs (average pooling).
 
     Args:
         x: the pool's input, (N, C, *spatial) with ``pool.dims`` spatial axes.
         pool: a SoftPool module (``SoftPool3d``, ``AdaptiveSoftPool3d``, ...).
 
-    Returns (weights, K): weights (N, C, *out), each 1 / sum_i exp(x_i - max x) over the window's real
-    elements (padding excluded), so in [1/K, 1]; K the largest window's element count.
+    Returns (weights, K, uniform): weights (N, C, *out), each 1 / sum_i exp(x_i - max x) over the window's real
+    elements (padding excluded), so in [uniform, 1]; K the largest window's element count; uniform (*out),
+    1 / the window's real element count (a border window has fewer than K).
     """
     dims = pool.dims
     if isinstance(pool, _SoftPoolNd):
@@ -70,9 +73,9 @@ def window_hardness(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, int
         windows = pool_windows(x.shape[-dims:], kernel, stride, padding, pool.ceil_mode)
     else:
         windows = adaptive_windows(x.shape[-dims:], adaptive_args(x, dims, pool.output_size, type(pool).__name__))
-    gathered, _, _ = _gather(x.float(), windows)          # (N, C, *out, K); -inf where no input is
+    gathered, valid, _ = _gather(x.float(), windows)      # (N, C, *out, K); -inf where no input is
     weights, _ = _weights(gathered)
-    return weights.amax(-1), gathered.shape[-1]
+    return weights.amax(-1), gathered.shape[-1], 1 / valid.sum(-1).double()
 
 
 @torch.no_grad()
@@ -84,18 +87,20 @@ def hardness(model: nn.Module, batches: Iterable[dict]) -> dict[str, dict]:
         batches: ``collate_clips`` dicts whose "video" is (B, C, T, H, W) (or (B, V, C, T, H, W), views
             flattened into the batch).
 
-    Returns {site: {"hardness": mean over windows of the largest weight, "window": K, "uniform": 1/K,
-    "max": 1.0, "windows": count}}, sites in module order. A model without SoftPool gives {}.
+    Returns {site: {"hardness": mean over windows of the largest weight, "window": K (the largest window),
+    "uniform": the same mean for equal inputs (average pooling: over the same windows, 1 / each one's real
+    element count), "max": 1.0, "windows": count}}, sites in module order. A model without SoftPool gives {}.
     """
     sites = pool_sites(model)
-    sums = {name: [0.0, 0, 0] for name, _ in sites}       # sum of weights, windows, K
+    sums = {name: [0.0, 0, 0, 0.0] for name, _ in sites}  # sum of weights, windows, K, sum of uniform weights
 
     def hook(name: str):
         def measure(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            top, window = window_hardness(inputs[0], module)
+            top, window, uniform = window_hardness(inputs[0], module)
             sums[name][0] += float(top.double().sum())
             sums[name][1] += top.numel()
             sums[name][2] = max(sums[name][2], window)
+            sums[name][3] += float(uniform.sum()) * (top.numel() // uniform.numel())   # the same for every (N, C)
         return measure
 
     handles = [module.register_forward_hook(hook(name)) for name, module in sites]
@@ -107,8 +112,8 @@ def hardness(model: nn.Module, batches: Iterable[dict]) -> dict[str, dict]:
     finally:
         for handle in handles:
             handle.remove()
-    return {name: {"hardness": total / max(count, 1), "window": window, "uniform": 1 / max(window, 1), "max": 1.0,
-                   "windows": count} for name, (total, count, window) in sums.items()}
+    return {name: {"hardness": total / max(count, 1), "window": window, "uniform": uniform / max(count, 1),
+                   "max": 1.0, "windows": count} for name, (total, count, window, uniform) in sums.items()}
 
 
 def evenly_spread(length: int, count: int) -> list[int]:
@@ -142,18 +147,48 @@ def swapped_checkpoint(checkpoint: Path, pool: str, path: Path) -> Path:
     return path
 
 
-def _needed(checkpoint: Path) -> Path:
-    if not checkpoint.is_file():
-        raise ValueError(f"{checkpoint} is needed but gone (a tested run's checkpoints are deleted unless kept); "
-                         f"remove {checkpoint.parent} so that it is trained again, or choose another --out")
-    return checkpoint
+# hardness.json: {"format": HARDNESS_FORMAT, "clips": --clips, "sites": measure_hardness's dict}. Format 2 added
+# the average-pooling reference over the real windows ("uniform"); format 1 was the sites' dict alone, with
+# 1/K there. A file of another format or clip count is measured again (forward passes only).
+HARDNESS_FORMAT = 2
 
 
-def _cached(path: Path, compute) -> dict:
-    """The JSON in ``path``; else ``compute()``, written there first."""
-    if not path.is_file():
-        path.write_text(json.dumps(compute(), indent=1))
-    return json.loads(path.read_text())
+def _hardness_file(path: Path, clips: int, compute, checkpoint: Optional[Path] = None,
+                   geometry: Optional[dict[str, dict]] = None) -> dict[str, dict]:
+    """The sites of the hardness.json ``path`` when it was measured on ``clips`` clips in this format; else
+    ``compute()``'s, written there first.
+
+    ``geometry``: sites measured on the same clips by a network of the same architecture (the swapped one),
+    for a format-1 file whose ``checkpoint`` is gone (a tested fine-tune's, deleted): "uniform" and "windows"
+    depend only on the pools' input shapes, not on the weights, so such a file keeps its measured hardness
+    and takes "uniform" from ``geometry``, if its window counts show the same clip count.
+    """
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    if stored is not None and stored.get("format") == HARDNESS_FORMAT and stored.get("clips") == clips:
+        return stored["sites"]
+    old = stored if stored is not None and "format" not in stored else None
+    if (checkpoint is not None and not checkpoint.is_file() and old is not None and geometry is not None
+            and old.keys() == geometry.keys() and all(old[site]["windows"] == geometry[site]["windows"] for site in old)):
+        sites = {site: {**old[site], "uniform": geometry[site]["uniform"]} for site in old}
+        note = {"note": "format 1 upgraded: hardness as measured then, uniform from the swapped network"}
+    elif checkpoint is not None and not checkpoint.is_file():
+        measured = f"on {stored['clips']} clips" if stored and "clips" in stored else "in an older format"
+        raise ValueError(f"{path} was measured {measured}, and {checkpoint}, needed to measure it on {clips}, is "
+                         f"gone; rerun with that --clips, or remove {checkpoint.parent} so that it is trained again")
+    else:
+        sites, note = compute(), {}
+    path.write_text(json.dumps({"format": HARDNESS_FORMAT, "clips": clips, "sites": sites, **note}, indent=1))
+    return sites
+
+
+def _check_folder_config(folder: Path, config: DictConfig) -> None:
+    """A run folder not trained by ``train_and_test`` (the swapped test): its config.yaml must be ``config``'s
+    (written when absent), so a folder made with other settings is an error, never mixed in."""
+    made = OmegaConf.to_yaml(config)
+    path = folder / "config.yaml"
+    if path.is_file() and path.read_text() != made:
+        raise ValueError(f"{folder} was made with other settings than these; remove it or choose another --out")
+    path.write_text(made)
 
 
 def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Sequence[str], ft_epochs: Sequence[int],
@@ -173,18 +208,24 @@ def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Seq
     config = study_config(config_path, out, swapped_name, [*common, "model.pool=soft"])
     folder = out / swapped_name
     folder.mkdir(parents=True, exist_ok=True)
+    _check_folder_config(folder, config)
     swapped = folder / "swapped.pt"
-    if not (folder / "test" / "metrics.json").is_file() or not (folder / "hardness.json").is_file():
-        swapped_checkpoint(_needed(checkpoint), "soft", swapped)
-        run_test(config, swapped)
-        _cached(folder / "hardness.json", lambda: measure_hardness(swapped, config, clips))
+
+    def swapped_now() -> Path:
+        if not swapped.is_file():
+            swapped_checkpoint(needed(checkpoint), "soft", swapped)
+        return swapped
+
+    if not (folder / "test" / "metrics.json").is_file():
+        run_test(config, swapped_now())
+    values = swapped_values = _hardness_file(folder / "hardness.json", clips,
+                                             lambda: measure_hardness(swapped_now(), config, clips))
     if not keep_checkpoints:
         swapped.unlink(missing_ok=True)
     result = json.loads((folder / "test" / "metrics.json").read_text())
     runs.append({"model": model, "seed": seed, "ft_epochs": 0, "pool": "soft", "video_top1": result["video_top1"],
                  "mean_class_acc": result["mean_class_acc"]})
-    found = [{"seed": seed, "ft_epochs": 0, "site": site, **values}
-             for site, values in json.loads((folder / "hardness.json").read_text()).items()]
+    found = [{"seed": seed, "ft_epochs": 0, "site": site, **v} for site, v in values.items()]
 
     for epochs in ft_epochs:
         for pool in ("soft", "max"):
@@ -193,12 +234,13 @@ def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Seq
                 *common, f"model.pool={pool}", f"model.pretrained={checkpoint.resolve()}", f"train.epochs={epochs}",
                 f"optim.lr={ft_lr}", "optim.warmup_epochs=0"])
             if not (out / name / "test" / "metrics.json").is_file():
-                _needed(checkpoint)
+                needed(checkpoint)
             record = train_and_test(config, keep_checkpoints=True)
             runs.append({"model": model, "seed": seed, "ft_epochs": epochs, "pool": pool, **record})
             if pool == "soft":
-                values = _cached(out / name / "hardness.json",
-                                 lambda: measure_hardness(_needed(out / name / "last.pt"), config, clips))
+                values = _hardness_file(out / name / "hardness.json", clips,
+                                        lambda: measure_hardness(needed(out / name / "last.pt"), config, clips),
+                                        checkpoint=out / name / "last.pt", geometry=swapped_values)
                 found += [{"seed": seed, "ft_epochs": epochs, "site": site, **v} for site, v in values.items()]
             if not keep_checkpoints:
                 drop_checkpoints(out / name)
@@ -206,10 +248,6 @@ def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Seq
 
 
 # ----------------------------------------------------------------------------- the summary
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarise_swap(runs: list[dict], found: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -223,8 +261,9 @@ def summarise_swap(runs: list[dict], found: list[dict]) -> tuple[list[dict], lis
         for pool in ("max", "soft"):
             top1 = [100 * r["video_top1"] for r in group if r["pool"] == pool]
             if top1:
+                mean, std = mean_std(top1)
                 rows.append({"ft_epochs": epochs, "pool": pool, "seeds": [r["seed"] for r in group if r["pool"] == pool],
-                             "top1_each": top1, "top1_mean": _mean_std(top1)[0], "top1_std": _mean_std(top1)[1]})
+                             "top1_each": top1, "top1_mean": mean, "top1_std": std})
         difference = paired_difference(group, group[0]["model"], "soft", "max")
         if difference is not None:
             paired.append({"ft_epochs": epochs, **difference})
@@ -232,9 +271,10 @@ def summarise_swap(runs: list[dict], found: list[dict]) -> tuple[list[dict], lis
         for epochs in sorted(dict.fromkeys(h["ft_epochs"] for h in found if h["site"] == site)):
             group = [h for h in found if h["site"] == site and h["ft_epochs"] == epochs]
             values = [h["hardness"] for h in group]
+            mean, std = mean_std(values)
             sites.append({"site": site, "ft_epochs": epochs, "seeds": [h["seed"] for h in group], "each": values,
-                          "mean": _mean_std(values)[0], "std": _mean_std(values)[1], "window": group[0]["window"],
-                          "uniform": group[0]["uniform"], "max": 1.0})
+                          "mean": mean, "std": std, "window": group[0]["window"],
+                          "uniform": statistics.fmean(h["uniform"] for h in group), "max": 1.0})
     return rows, paired, sites
 
 
@@ -252,12 +292,8 @@ def swap_table(rows: list[dict], paired: list[dict], sites: list[dict]) -> str:
         lines.append(f"| {row['ft_epochs']} | {what} | {row['top1_mean']:.1f} ± {row['top1_std']:.1f} | {each} |")
     lines += ["", "| fine-tune epochs | soft − max per seed (points) | mean ± std | paired t-test p | reading |",
               "|---:|---|---:|---:|---|"]
-    for d in paired:
-        each = ", ".join(f"s{seed}: {v:+.1f}" for seed, v in zip(d["seeds"], d["diffs"]))
-        p = "n/a" if d["p_value"] is None else f"{d['p_value']:.2g}"
-        lines.append(f"| {d['ft_epochs']} | {each} | {d['mean_diff']:+.1f} ± {d['std_diff']:.1f} | {p} | "
-                     f"{d['reading']} |")
-    lines += ["", "| pool site | window | soft network | hardness, mean ± std | per seed | uniform (avg) | max |",
+    lines += [f"| {d['ft_epochs']} | {paired_cells(d)} |" for d in paired]
+    lines += ["", "| pool site | window | soft network | hardness, mean ± std | per seed | average pooling | max |",
               "|---|---:|---|---:|---|---:|---:|"]
     for s in sites:
         each = ", ".join(f"{v:.3f}" for v in s["each"])
@@ -268,7 +304,7 @@ def swap_table(rows: list[dict], paired: list[dict], sites: list[dict]) -> str:
 
 def swap_plot(rows: list[dict], paired: list[dict], sites: list[dict], path: Path) -> None:
     """Three panels against fine-tune epochs: video top-1 per pool (mean ± std, dots: seeds), the paired
-    soft − max differences, and each site's hardness between its 1/window and 1 references."""
+    soft − max differences, and each site's hardness between its average-pooling and max-pooling references."""
     fig = agg_figure(figsize=(12.5, 3.8))
     accuracy, difference, hard = fig.subplots(1, 3)
     for pool, colour in (("max", "C1"), ("soft", "C0")):
@@ -281,11 +317,7 @@ def swap_plot(rows: list[dict], paired: list[dict], sites: list[dict], path: Pat
     accuracy.set(xlabel="fine-tune epochs (0: as trained / swapped)", ylabel="video top-1 (%)", ylim=(0, 100),
                  title="max-trained network, pools soft or max")
     accuracy.legend(title="pool", fontsize=8, loc="lower right")
-    for d in paired:
-        difference.scatter([d["ft_epochs"]] * len(d["diffs"]), d["diffs"], s=14, color="black", zorder=3)
-        difference.errorbar([d["ft_epochs"]], [d["mean_diff"]], yerr=[d["std_diff"]], fmt="_", markersize=18,
-                            capsize=4, color="C3")
-    difference.axhline(0, color="grey", linewidth=0.8)
+    paired_panel(difference, paired, [d["ft_epochs"] for d in paired])
     difference.set(xlabel="fine-tune epochs", ylabel="points of video top-1", title="soft − max, paired by seed")
     for k, site in enumerate(dict.fromkeys(s["site"] for s in sites)):
         picked = [s for s in sites if s["site"] == site]
@@ -294,7 +326,7 @@ def swap_plot(rows: list[dict], paired: list[dict], sites: list[dict], path: Pat
         hard.axhline(picked[0]["uniform"], color=f"C{k}", linestyle=":", linewidth=0.8)
     hard.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
     hard.set(xlabel="fine-tune epochs", ylabel="mean largest weight per window", ylim=(0, 1.05),
-             title="hardness (dashed: max pool, dotted: 1/window)")
+             title="hardness (dashed: max pool, dotted: avg pool)")
     if sites:
         hard.legend(title="site", fontsize=8, loc="lower right")
     for ax in (accuracy, difference, hard):
@@ -327,8 +359,9 @@ def run_swap_study(config_path: str, out: Path, model: str = "r3d_10", seeds: Se
     for option, values in (("--seeds", seeds), ("--ft-epochs", ft_epochs)):
         if len(set(values)) != len(values):
             raise ValueError(f"{option} repeats a value: {list(values)}; name each once")
-    if ft_lr is None:
-        ft_lr = load_config(config_path, [*COMMON, *overrides]).optim.lr / 10
+    if ft_lr is None:     # the recipe's learning rate as the runs have it (SETTINGS included)
+        ft_lr = load_config(config_path, [*COMMON, *SETTINGS.get(model, []), *overrides,
+                                          f"model.name={model}"]).optim.lr / 10
     if ft_lr <= 0:
         raise ValueError(f"--ft-lr must be > 0, got {ft_lr}")
     started = time.perf_counter()

@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 
 from ..datasets.synthetic import CLASSES as SYNTHMOTION_CLASSES
 from .config import load_config
-from .study import COMMON, SETTINGS, bar_chart, paired_difference, study_config, summarise, table, train_and_test
+from .study import (COMMON, SETTINGS, bar_chart, needed, paired_difference, study_config, summarise, table,
+                    train_and_test)
 
 # Translation left/right/up/down and scale for pretraining; rotation and speed change, motions the
 # pretraining never shows, for the fine-tune. Each flip pair (MoveLeft/MoveRight,
@@ -101,9 +102,8 @@ def transfer_seed(config_path: str, out: Path, model: str, seed: int, overrides:
     runs = []
     for start in STARTS:
         name = f"{model}_finetune_{start}_s{seed}"
-        if start == "pretrained" and not (out / name / "test" / "metrics.json").is_file() and not checkpoint.is_file():
-            raise ValueError(f"{checkpoint} is needed but gone; remove {checkpoint.parent} so that it is trained "
-                             f"again, or choose another --out")
+        if start == "pretrained" and not (out / name / "test" / "metrics.json").is_file():
+            needed(checkpoint)
         config = study_config(config_path, out, name,
                               [*finetune, *([f"model.pretrained={checkpoint}"] if start == "pretrained" else [])])
         runs.append({"model": model, "seed": seed, "start": start, **train_and_test(config, keep_checkpoints)})
