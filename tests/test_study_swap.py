@@ -25,6 +25,9 @@ def test_window_hardness_lies_between_uniform_and_max():
     # The corner window holds 2x2x2 real elements (padding excluded): equal inputs give 1/8, not 1/27.
     assert torch.isclose(window_hardness(torch.zeros(1, 1, 3, 3, 3), pool)[0][0, 0, 0, 0, 0], torch.tensor(1 / 8))
     assert uniform[0, 0, 0] == 1 / 8 and uniform[1, 1, 1] == 1 / 27 and uniform[0, 1, 1] == 1 / 18   # T: 2 of 3 real, H and W: 3
+    peaks = torch.zeros(1, 1, 4, 4, 4)
+    peaks[..., ::2, ::2, ::2] = 100                        # one large value per 2x2x2 window: max pooling
+    assert torch.allclose(window_hardness(peaks, SoftPool3d(2))[0], torch.ones(1, 1, 2, 2, 2))
 
 
 def test_hardness_of_equal_inputs_is_the_average_pooling_reference():
@@ -68,9 +71,6 @@ def test_swap_study_default_ft_lr_follows_the_models_settings(tmp_path, monkeypa
     for seeds, epochs in (([0, 0], [1]), ([0], [1, 3, 1])):
         with pytest.raises(ValueError, match="repeats a value"):
             run_swap_study(RECIPE, tmp_path, seeds=seeds, ft_epochs=epochs, overrides=SHRINK)
-    peaks = torch.zeros(1, 1, 4, 4, 4)
-    peaks[..., ::2, ::2, ::2] = 100                        # one large value per 2x2x2 window: max pooling
-    assert torch.allclose(window_hardness(peaks, SoftPool3d(2))[0], torch.ones(1, 1, 2, 2, 2))
 
 
 def test_swap_study_swaps_only_pools_measures_hardness_and_resumes(synth6, tmp_path):
@@ -98,7 +98,8 @@ def test_swap_study_swaps_only_pools_measures_hardness_and_resumes(synth6, tmp_p
         assert ft["config"]["optim"]["lr"] == 1e-12 and ft["config"]["optim"]["warmup_epochs"] == 0
         weights = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
         assert all(torch.allclose(ft["model"][k], start[k], atol=1e-6) for k in weights), pool
-    # Hardness per site, swapped (0) and after the soft fine-tune (1), within [1/window, 1].
+    # Hardness per site, swapped (0) and after the soft fine-tune (1): above the average-pooling reference
+    # (itself above 1/window: border windows are smaller), at most 1.
     sites = report["hardness"]
     assert [(s["site"], s["ft_epochs"]) for s in sites] == [("pool", 0), ("pool", 1)]
     assert all(s["window"] == 27 and 1 / 27 < s["uniform"] <= s["mean"] <= 1 for s in sites)
@@ -124,9 +125,11 @@ def test_swap_study_swaps_only_pools_measures_hardness_and_resumes(synth6, tmp_p
     assert (out / "r3d_10_max_s0" / "last.pt").exists()                 # the fine-tunes' start is kept
     assert json.loads((out / "r3d_10_max_s0_swapped" / "hardness.json").read_text())["clips"] == 4
     assert other["hardness_runs"][0]["windows"] == report["hardness_runs"][0]["windows"] * 4 // 5
+    hardness_at_4 = stamps(out.rglob("hardness.json"))
     # A fine-tune measured on other clips whose checkpoint is gone cannot be measured again: a clear error.
     with pytest.raises(ValueError, match="measured on 4 clips, and .*ft1_soft/last.pt, needed to measure it on 5"):
         run_swap_study(RECIPE, out, seeds=[0], ft_epochs=[1], ft_lr=1e-12, clips=5, overrides=overrides)
+    assert stamps(out.rglob("hardness.json")) == hardness_at_4      # said before anything was measured again
     # A format-1 hardness.json (the study's first files) is measured again; the fine-tune's, whose checkpoint
     # is gone, keeps its hardness and takes the swapped network's average-pooling reference.
     ft_file = out / "r3d_10_max_s0_ft1_soft" / "hardness.json"

@@ -11,7 +11,8 @@ soft and once with max pools, same seed, each tested. For every soft network the
 SoftPool site: the mean over windows of the largest SoftPool weight, 1 / sum_i exp(x_i - max), measured
 on --clips test videos, against its average-pooling reference (equal inputs: the mean of 1 / each
 window's real element count) and 1 (max pooling). A hardness.json measured on other --clips, or in the
-first format, is measured again.
+first format, is measured again; a fine-tune's needs its checkpoint, so run with --keep-checkpoints to
+change --clips later.
 
 Writes <out>/study_swap.json, study_swap.md (accuracy per fine-tune length and pool; soft - max per
 seed with a paired t-test; hardness per site) and study_swap.png. Finished steps are reused.
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ft-epochs", nargs="+", type=int, default=[1, 3],
                         help="fine-tune lengths, each a run of its own (default: 1 3)")
     parser.add_argument("--ft-lr", type=float, default=None,
-                        help="the fine-tunes' learning rate (default: a tenth of the recipe's optim.lr)")
+                        help="the fine-tunes' learning rate (default: a tenth of the runs' optim.lr, overrides included)")
     parser.add_argument("--clips", type=int, default=64,
                         help="test videos the hardness is measured on, spread over the split (default: 64)")
     parser.add_argument("--out", type=Path, default=Path("runs/study_swap"))

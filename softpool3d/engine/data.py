@@ -159,12 +159,9 @@ def build_dataset(config: DictConfig, subset: str, *, views: tuple[int, int] = (
                         f"{', '.join(dataset.classes)})")
     try:
         return dataset.subset(keep, per_class)
-    except ValueError as error:   # no videos left, or a flip_pairs problem of the kept classes
-        message = str(error)
-        if message.startswith("flip_pairs:"):
-            raise DataError(f"data.{message}") from None
+    except ValueError as error:   # no videos left (a split flip pair is a ConfigError when the config loads)
         raise DataError(f"the {subset} split with data.keep_classes={keep} and data.train_videos_per_class="
-                        f"{per_class}: {message}") from None
+                        f"{per_class}: {error}") from None
 
 
 def _whole_dataset(config: DictConfig, subset: str, views: tuple[int, int], on_error: str) -> VideoDataset:

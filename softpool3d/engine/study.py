@@ -53,8 +53,8 @@ def drop_checkpoints(folder: Path) -> None:
 def needed(checkpoint: Path) -> Path:
     """``checkpoint``, which a run still to be trained or measured starts from: a ValueError when it is gone."""
     if not checkpoint.is_file():
-        raise ValueError(f"{checkpoint} is needed but gone (a tested run's checkpoints are deleted unless kept); "
-                         f"remove {checkpoint.parent} so that it is trained again, or choose another --out")
+        raise ValueError(f"{checkpoint} is needed but gone; remove {checkpoint.parent} so that it is trained "
+                         f"again, or choose another --out")
     return checkpoint
 
 

@@ -153,6 +153,17 @@ def swapped_checkpoint(checkpoint: Path, pool: str, path: Path) -> Path:
 HARDNESS_FORMAT = 2
 
 
+def _stored_hardness(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _cannot_measure(path: Path, stored: Optional[dict], clips: int, checkpoint: Path) -> ValueError:
+    measured = f"on {stored['clips']} clips" if stored and "clips" in stored else "in an older format"
+    return ValueError(f"{path} was measured {measured}, and {checkpoint}, needed to measure it on {clips}, is "
+                      f"gone; rerun with that --clips, or remove {checkpoint.parent} so that it is trained again "
+                      f"(--keep-checkpoints keeps the fine-tunes' checkpoints for another --clips)")
+
+
 def _hardness_file(path: Path, clips: int, compute, checkpoint: Optional[Path] = None,
                    geometry: Optional[dict[str, dict]] = None) -> dict[str, dict]:
     """The sites of the hardness.json ``path`` when it was measured on ``clips`` clips in this format; else
@@ -163,7 +174,7 @@ def _hardness_file(path: Path, clips: int, compute, checkpoint: Optional[Path] =
     depend only on the pools' input shapes, not on the weights, so such a file keeps its measured hardness
     and takes "uniform" from ``geometry``, if its window counts show the same clip count.
     """
-    stored = json.loads(path.read_text()) if path.is_file() else None
+    stored = _stored_hardness(path)
     if stored is not None and stored.get("format") == HARDNESS_FORMAT and stored.get("clips") == clips:
         return stored["sites"]
     old = stored if stored is not None and "format" not in stored else None
@@ -172,9 +183,7 @@ def _hardness_file(path: Path, clips: int, compute, checkpoint: Optional[Path] =
         sites = {site: {**old[site], "uniform": geometry[site]["uniform"]} for site in old}
         note = {"note": "format 1 upgraded: hardness as measured then, uniform from the swapped network"}
     elif checkpoint is not None and not checkpoint.is_file():
-        measured = f"on {stored['clips']} clips" if stored and "clips" in stored else "in an older format"
-        raise ValueError(f"{path} was measured {measured}, and {checkpoint}, needed to measure it on {clips}, is "
-                         f"gone; rerun with that --clips, or remove {checkpoint.parent} so that it is trained again")
+        raise _cannot_measure(path, stored, clips, checkpoint)
     else:
         sites, note = compute(), {}
     path.write_text(json.dumps({"format": HARDNESS_FORMAT, "clips": clips, "sites": sites, **note}, indent=1))
@@ -345,7 +354,8 @@ def run_swap_study(config_path: str, out: Path, model: str = "r3d_10", seeds: Se
         out: the study folder; finished steps in it are reused.
         model: the network; seeds: one max-trained network each.
         ft_epochs: fine-tune lengths, each a run of its own (its cosine schedule spans its epochs).
-        ft_lr: the fine-tunes' learning rate; None: a tenth of the recipe's ``optim.lr``.
+        ft_lr: the fine-tunes' learning rate; None: a tenth of ``optim.lr`` as the runs have it (the recipe
+            with the model's settings and ``overrides``).
         clips: test videos (one centre clip each, spread over the split) the hardness is measured on.
         overrides: ``key=value`` for every run (the max runs and the fine-tunes).
         keep_checkpoints: keep the fine-tunes' checkpoints and the swapped one (the max runs' last.pt is
@@ -364,6 +374,15 @@ def run_swap_study(config_path: str, out: Path, model: str = "r3d_10", seeds: Se
                                           f"model.name={model}"]).optim.lr / 10
     if ft_lr <= 0:
         raise ValueError(f"--ft-lr must be > 0, got {ft_lr}")
+    # A tested soft fine-tune measured on other clips whose checkpoint is gone cannot be measured again: say so
+    # before anything is measured or written.
+    for seed in seeds:
+        for epochs in ft_epochs:
+            folder = out / f"{run_name(model, 'max', seed)}_ft{epochs}_soft"
+            stored = _stored_hardness(folder / "hardness.json")
+            if (stored is not None and stored.get("format") == HARDNESS_FORMAT and stored.get("clips") != clips
+                    and not (folder / "last.pt").is_file()):
+                raise _cannot_measure(folder / "hardness.json", stored, clips, folder / "last.pt")
     started = time.perf_counter()
     runs, found = [], []
     for seed in seeds:
