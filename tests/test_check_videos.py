@@ -2,6 +2,7 @@
 
 import csv
 import importlib
+import shlex
 import subprocess
 import sys
 
@@ -182,18 +183,21 @@ def test_clean_lists_of_a_folder_dataset_are_lists_the_list_dataset_reads(same_n
     folder = ["--config", str(ROOT / "configs" / "synthmotion.yaml"), "data.dataset=folder", f"data.root={root}",
               "data.flip=false"]
     clean = tmp_path / "clean"
-    code = check_tool.main([*folder, "--csv", str(tmp_path / "folder.csv"), "--write-clean-lists", str(clean),
-                            "--workers", "1", "--no-progress"])
+    # key=value overrides may sit on either side of the options.
+    code = check_tool.main([*folder[:4], "--csv", str(tmp_path / "folder.csv"), "--write-clean-lists", str(clean),
+                            "--workers", "1", folder[4], "--no-progress"])
     assert code == 1                                                    # a bad video: exit status 1, as always
     assert (clean / "train.txt").read_text() == "train/Run/001.mp4 0\ntrain/Walk/002.mp4 1\n"
     assert (clean / "val.txt").read_text() == "val/Run/002.mp4 0\nval/Walk/002.mp4 1\n"
     assert (clean / "classes.txt").read_text() == "Run\nWalk\n"
-    use = [f"data.train_list={clean / 'train.txt'}", f"data.val_list={clean / 'val.txt'}",
-           f"data.classes={clean / 'classes.txt'}"]
-    assert " ".join(["data.dataset=list", *use]) in capsys.readouterr().out     # it says how to use them
-    # The list dataset reads the folder dataset's samples and classes, less the bad video.
+    # It prints the settings that train on them; with those alone, the list dataset reads the folder
+    # dataset's samples and classes, less the bad video.
+    printed = capsys.readouterr().out.split("train on them with: ")[1].splitlines()[0]
+    use = shlex.split(printed)
+    assert use == ["data.dataset=list", f"data.root={root}", f"data.train_list={clean / 'train.txt'}",
+                   f"data.val_list={clean / 'val.txt'}", f"data.classes={clean / 'classes.txt'}"]
     as_folder = load_config(ROOT / "configs" / "synthmotion.yaml", folder[2:])
-    as_list = load_config(ROOT / "configs" / "synthmotion.yaml", [*folder[2:], "data.dataset=list", *use])
+    as_list = load_config(ROOT / "configs" / "synthmotion.yaml", ["data.flip=false", *use])
     for subset in ("train", "test"):
         before, after = build_dataset(as_folder, subset), build_dataset(as_list, subset)
         assert list(after.classes) == list(before.classes) == ["Run", "Walk"]

@@ -353,7 +353,8 @@ def test_pooling_study_trains_each_run_once_and_summarises(synth, tmp_path):
     assert study(seeds=(2,))
     assert (out / "r3d_10_soft_s2" / "test" / "metrics.json").is_file()
     assert not list((out / "r3d_10_soft_s2").glob("*.pt"))
-    with pytest.raises(ValueError, match="other settings"):          # never mixes runs of two recipes
+    # Never mixes runs of two recipes; the error names the setting that differs.
+    with pytest.raises(ValueError, match=r"other settings than these \(optim.lr: 0.002 there, 0.01 here\)"):
         study(extra=["optim.lr=0.01"])
     done = _tool("study_pooling.py", "--models", "r3d_10", "--pools", "soft", "avg", "--seeds", "0", "1", "--out",
                  str(out), *overrides)                                  # the tool finds every run done

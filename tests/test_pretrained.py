@@ -368,3 +368,20 @@ def test_predict_tool_slides_windows_with_pretrained_weights(seed, torch_home, t
     with (tmp_path / "out" / "long_windows.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and {row["top1"] for row in rows} <= set(weight_set("mc3_18", "kinetics400").classes)
+
+
+def test_predict_tool_errors_name_its_flags(tmp_path, capsys):
+    import pytest
+
+    from softpool3d.cli import predict
+
+    video = str(tmp_path / "walk.mp4")
+    assert predict.main([video, "--model", "r2plus1d_18", "--pretrained", "kinetics400", "--views", "3"]) == 2
+    assert "--views='3' must look like CLIPSxCROPS" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        predict.main([video, "--model", "r2plus1d_18", "--pretrained", "kinetics400", "--pool", "sof"])
+    assert stopped.value.code == 2 and "--pool: invalid choice: 'sof'" in capsys.readouterr().err
+    # A model without weights (or no model at all): the error lists the models that have weights.
+    assert predict.main([video, "--model", "r3d_19", "--pretrained", "kinetics400"]) == 2
+    error = capsys.readouterr().err
+    assert "no pretrained weights 'kinetics400' for r3d_19" in error and "r2plus1d_18" in error

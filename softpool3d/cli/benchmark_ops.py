@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -238,7 +239,7 @@ def main(argv=None) -> None:
         for name, r in row["results"].items():
             if "unsupported" in r:
                 print(f"| {row['case']} {tuple(row['shape'])} | {row['dtype']} | {name} | n/a | n/a | n/a | n/a | n/a | "
-                      f"n/a ({r['unsupported'][:40]}) |")
+                      f"n/a ({textwrap.shorten(r['unsupported'], 60, placeholder=' ...')}) |")
                 continue
             ratio = f"{r['fwd_bwd_ms'] / base:.2f}x" if base else "n/a"
             ratio_max = f"{r['fwd_bwd_ms'] / base_max:.2f}x" if base_max else "n/a"

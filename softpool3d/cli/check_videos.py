@@ -1,4 +1,4 @@
-"""Find the videos a decoder chokes on: decode every frame of a dataset, a folder or a list file.
+r"""Find the videos a decoder chokes on: decode every frame of a dataset, a folder or a list file.
 
     softpool3d check-videos --config ucf101/r3d_18_soft data.root=/data/UCF-101 \
         data.annotations=/data/ucfTrainTestlist --workers 8 --write-clean-lists /data/ucfTrainTestlist_clean
@@ -17,6 +17,7 @@ paths relative to data.root) and classes.txt, and the overrides that train on th
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
                              "(a folder dataset: 'path label' lists of its videos)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="with --config: key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.write_clean_lists and args.folder:
         parser.error("--write-clean-lists needs --config or --list (a folder has no split files)")
 
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
         train_list, val_list, classes = write_folder_lists(samples, datasets["train"].classes,
                                                            Path(config.data.root), bad, out)
         print(f"{train_list}, {val_list}: the train and val videos less {len(bad)} bad; {classes}: the classes")
-        print(f"train on them with: data.dataset=list data.train_list={train_list} data.val_list={val_list} "
-              f"data.classes={classes}")
+        settings = {"data.dataset": "list", "data.root": config.data.root, "data.train_list": train_list,
+                    "data.val_list": val_list, "data.classes": classes}
+        print("train on them with: " + " ".join(shlex.quote(f"{key}={value}") for key, value in settings.items()))
     return 1 if bad else 0
 

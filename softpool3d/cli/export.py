@@ -1,4 +1,4 @@
-"""Export a SoftPool model to a torch.export program (.pt2) and to ONNX, and check both against eager PyTorch.
+r"""Export a SoftPool model to a torch.export program (.pt2) and to ONNX, and check both against eager PyTorch.
 
     softpool3d export --checkpoint runs/synthmotion_r3d_10_soft/last.pt --shape 1,3,8,64,64 --out exported/r3d_10
     softpool3d export --model r3d_18 --num-classes 400 --pool soft --head-pool soft --shape 1,3,16,112,112 \

@@ -1,4 +1,4 @@
-"""Write the backbone's pooled features (the classifier's input) for every view of every video.
+r"""Write the backbone's pooled features (the classifier's input) for every view of every video.
 
     softpool3d extract-features --config ucf101/r3d_18_soft --checkpoint runs/ucf101_r3d_18_soft/best.pt \
         --split test --out features/ucf101 test.views=10x3
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=FORMATS, default="npy")
     parser.add_argument("--mean-views", action="store_true", help="the mean over views instead of every view")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. test.views=10x3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config, args.overrides)

@@ -64,8 +64,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", help="a training checkpoint of softpool3d")
     parser.add_argument("--model", help="with --pretrained: the architecture, e.g. r2plus1d_18")
     parser.add_argument("--pretrained", help="a weight tag of --model, e.g. kinetics400 (instead of --checkpoint)")
-    parser.add_argument("--pool", default="max", help="with --pretrained: soft | max | avg (default max, "
-                                                      "what the published weights were trained with)")
+    parser.add_argument("--pool", default="max", choices=["soft", "max", "avg"],
+                        help="with --pretrained: the downsampling pools (default max, what the published weights "
+                             "were trained with)")
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS averaged per video (default 1x1)")
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--window", type=float, help="sliding windows of this many seconds")
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     if (args.checkpoint is None) == (args.pretrained is None) or (args.pretrained is None) != (args.model is None):
         parser.error("give either --checkpoint, or --model with --pretrained")
     try:
-        views = parse_views(args.views)
+        views = parse_views(args.views, name="--views")
         # With --window: where each video's CSV and PNG go (a clash is an error before anything runs).
         stems = output_stems(args.videos) if args.window is not None else args.videos
         if args.checkpoint is not None:

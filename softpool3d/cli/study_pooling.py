@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's last.pt and best.pt (deleted once the run is tested)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run, after SETTINGS")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
         reuse_freed_memory_for(load_config(args.config, args.overrides))   # this process only trains the study

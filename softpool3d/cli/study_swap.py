@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep the fine-tunes' and the swapped checkpoints (the max runs' last.pt is kept anyway)")
     parser.add_argument("overrides", nargs="*", help="key=value applied to every run")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
         reuse_freed_memory_for(load_config(args.config, args.overrides))   # this process only trains the study

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
                         help="a YAML file, or the name of a shipped config (softpool3d configs lists them)")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. test.views=10x3")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config, args.overrides)

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True,
                         help="a YAML file, or the name of a shipped config (softpool3d configs lists them)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. optim.lr=0.05 data.clip_len=8")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config, args.overrides)

@@ -333,14 +333,14 @@ def check_keep_classes(config: DictConfig) -> None:
                               f"keep both, or drop the pair from data.flip_pairs")
 
 
-def parse_views(views: str) -> tuple[int, int]:
-    """'10x3' -> (num_clips=10, num_crops=3); crops must be 1 or 3."""
+def parse_views(views: str, name: str = "test.views") -> tuple[int, int]:
+    """'10x3' -> (num_clips=10, num_crops=3); crops must be 1 or 3. Errors name the setting ``name``."""
     try:
         clips, crops = (int(part) for part in str(views).lower().split("x"))
     except ValueError:
-        raise ConfigError(f"test.views={views!r} must look like CLIPSxCROPS, e.g. 10x3") from None
+        raise ConfigError(f"{name}={views!r} must look like CLIPSxCROPS, e.g. 10x3") from None
     if clips < 1 or crops not in (1, 3):
-        raise ConfigError(f"test.views={views!r}: clips must be >= 1 and crops 1 or 3")
+        raise ConfigError(f"{name}={views!r}: clips must be >= 1 and crops 1 or 3")
     return clips, crops
 
 

@@ -58,6 +58,33 @@ def needed(checkpoint: Path) -> Path:
     return checkpoint
 
 
+def settings_differ(saved: DictConfig, config: DictConfig, shown: int = 3) -> str:
+    """The first ``shown`` settings where ``saved`` and ``config`` differ, as "key: saved there, config here"."""
+    flat = lambda c: dict(_flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(c)))))  # noqa: E731
+    there, here = flat(saved), flat(config)     # both as their YAML reads back
+    keys = [key for key in sorted(there.keys() | here.keys()) if there.get(key, "unset") != here.get(key, "unset")]
+    listed = "; ".join(f"{key}: {there.get(key, 'unset')} there, {here.get(key, 'unset')} here" for key in keys[:shown])
+    return listed + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _flatten(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], value
+
+
+def check_folder_config(folder: Path, config: DictConfig, verb: str = "trained") -> None:
+    """A run folder whose config.yaml is not ``config``'s is a ValueError naming the settings that differ
+    (a folder made with other settings is never mixed in)."""
+    path = folder / "config.yaml"
+    if path.is_file() and path.read_text() != OmegaConf.to_yaml(config):
+        differ = settings_differ(OmegaConf.load(path), config)
+        raise ValueError(f"{folder} was {verb} with other settings than these ({differ}); remove it or choose "
+                         f"another --out")
+
+
 def train_and_test(config: DictConfig, keep_checkpoints: bool = False) -> dict:
     """Train ``config``'s run and test its last.pt, unless its test report exists; returns what it measured.
 
@@ -69,9 +96,7 @@ def train_and_test(config: DictConfig, keep_checkpoints: bool = False) -> dict:
     """
     folder = Path(config.output_dir) / config.name
     report = Path(config.test.output_dir) / "metrics.json"
-    if (folder / "config.yaml").is_file() and (folder / "config.yaml").read_text() != OmegaConf.to_yaml(config):
-        raise ValueError(f"{folder} was trained with other settings than these; remove it or choose "
-                         f"another --out")
+    check_folder_config(folder, config)
     if not report.is_file():
         started = time.perf_counter()
         train(config)

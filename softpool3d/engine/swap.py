@@ -42,8 +42,8 @@ from .config import load_config
 from .data import build_dataset
 from .inference import model_from_checkpoint, run_test
 from .plots import agg_figure
-from .study import (COMMON, SETTINGS, drop_checkpoints, mean_std, needed, paired_cells, paired_difference,
-                    paired_panel, run_name, run_one, study_config, train_and_test)
+from .study import (COMMON, SETTINGS, check_folder_config, drop_checkpoints, mean_std, needed, paired_cells,
+                    paired_difference, paired_panel, run_name, run_one, study_config, train_and_test)
 
 # ----------------------------------------------------------------------------- hardness of the pools
 
@@ -193,11 +193,8 @@ def _hardness_file(path: Path, clips: int, compute, checkpoint: Optional[Path] =
 def _check_folder_config(folder: Path, config: DictConfig) -> None:
     """A run folder not trained by ``train_and_test`` (the swapped test): its config.yaml must be ``config``'s
     (written when absent), so a folder made with other settings is an error, never mixed in."""
-    made = OmegaConf.to_yaml(config)
-    path = folder / "config.yaml"
-    if path.is_file() and path.read_text() != made:
-        raise ValueError(f"{folder} was made with other settings than these; remove it or choose another --out")
-    path.write_text(made)
+    check_folder_config(folder, config, verb="made")
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(config))
 
 
 def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Sequence[str], ft_epochs: Sequence[int],

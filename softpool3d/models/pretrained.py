@@ -171,8 +171,10 @@ def weight_set(name: str, tag: str) -> WeightSet:
     """The ``WeightSet`` of model ``name`` tagged ``tag``; an error lists the tags there are."""
     if (name, tag) not in WEIGHTS:
         tags = weight_tags(name)
+        models = sorted({model for model, _ in WEIGHTS})
         raise PretrainedError(f"no pretrained weights {tag!r} for {name}; "
-                              + (f"it has {', '.join(tags)}" if tags else "none are published for it"))
+                              + (f"it has {', '.join(tags)}" if tags else
+                                 f"none are published for it (models with weights: {', '.join(models)})"))
     return WEIGHTS[(name, tag)]
 
 
