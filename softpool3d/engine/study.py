@@ -64,6 +64,8 @@ def settings_differ(saved: DictConfig, config: DictConfig, shown: int = 3) -> st
     there, here = flat(saved), flat(config)     # both as their YAML reads back
     keys = [key for key in sorted(there.keys() | here.keys()) if there.get(key, "unset") != here.get(key, "unset")]
     listed = "; ".join(f"{key}: {there.get(key, 'unset')} there, {here.get(key, 'unset')} here" for key in keys[:shown])
+    if not keys:
+        return "the same values, written otherwise"
     return listed + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
