@@ -381,6 +381,9 @@ def test_predict_tool_errors_name_its_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         predict.main([video, "--model", "r2plus1d_18", "--pretrained", "kinetics400", "--pool", "sof"])
     assert stopped.value.code == 2 and "--pool: invalid choice: 'sof'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:                  # a checkpoint keeps its own pools
+        predict.main([video, "--checkpoint", str(tmp_path / "last.pt"), "--pool", "soft"])
+    assert stopped.value.code == 2 and "--pool is for --pretrained" in capsys.readouterr().err
     # A model without weights (or no model at all): the error lists the models that have weights.
     assert predict.main([video, "--model", "r3d_19", "--pretrained", "kinetics400"]) == 2
     error = capsys.readouterr().err

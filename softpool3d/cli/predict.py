@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", help="a training checkpoint of softpool3d")
     parser.add_argument("--model", help="with --pretrained: the architecture, e.g. r2plus1d_18")
     parser.add_argument("--pretrained", help="a weight tag of --model, e.g. kinetics400 (instead of --checkpoint)")
-    parser.add_argument("--pool", default="max", choices=["soft", "max", "avg"],
+    parser.add_argument("--pool", choices=["soft", "max", "avg"],
                         help="with --pretrained: the downsampling pools (default max, what the published weights "
                              "were trained with)")
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS averaged per video (default 1x1)")
@@ -79,6 +79,8 @@ def main(argv=None) -> int:
         parser.error("--window and --stride must be > 0 seconds")
     if (args.checkpoint is None) == (args.pretrained is None) or (args.pretrained is None) != (args.model is None):
         parser.error("give either --checkpoint, or --model with --pretrained")
+    if args.pool is not None and args.checkpoint is not None:
+        parser.error("--pool is for --pretrained; a checkpoint keeps the pools it was trained with")
     try:
         views = parse_views(args.views, name="--views")
         # With --window: where each video's CSV and PNG go (a clash is an error before anything runs).
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
         if args.checkpoint is not None:
             model, config, classes = model_from_checkpoint(args.checkpoint)
         else:
-            model, config, classes = pretrained_model(args.model, args.pretrained, args.pool)
+            model, config, classes = pretrained_model(args.model, args.pretrained, args.pool or "max")
     except (ConfigError, CheckpointError, PretrainedError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
