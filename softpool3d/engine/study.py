@@ -59,9 +59,9 @@ def needed(checkpoint: Path) -> Path:
 
 
 def settings_differ(saved: DictConfig, config: DictConfig, shown: int = 3) -> str:
-    """The first ``shown`` settings where ``saved`` and ``config`` differ, as "key: saved there, config here"."""
-    flat = lambda c: dict(_flatten(OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(c)))))  # noqa: E731
-    there, here = flat(saved), flat(config)     # both as their YAML reads back
+    """The first ``shown`` settings where ``saved`` and ``config`` (both read from YAML) differ, as
+    "key: saved there, config here"."""
+    there, here = dict(_flatten(OmegaConf.to_container(saved))), dict(_flatten(OmegaConf.to_container(config)))
     keys = [key for key in sorted(there.keys() | here.keys()) if there.get(key, "unset") != here.get(key, "unset")]
     listed = "; ".join(f"{key}: {there.get(key, 'unset')} there, {here.get(key, 'unset')} here" for key in keys[:shown])
     if not keys:
@@ -80,9 +80,9 @@ def _flatten(value, prefix: str = ""):
 def check_folder_config(folder: Path, config: DictConfig, verb: str = "trained") -> None:
     """A run folder whose config.yaml is not ``config``'s is a ValueError naming the settings that differ
     (a folder made with other settings is never mixed in)."""
-    path = folder / "config.yaml"
-    if path.is_file() and path.read_text() != OmegaConf.to_yaml(config):
-        differ = settings_differ(OmegaConf.load(path), config)
+    path, made = folder / "config.yaml", OmegaConf.to_yaml(config)
+    if path.is_file() and path.read_text() != made:
+        differ = settings_differ(OmegaConf.load(path), OmegaConf.create(made))
         raise ValueError(f"{folder} was {verb} with other settings than these ({differ}); remove it or choose "
                          f"another --out")
 

@@ -157,6 +157,11 @@ def _stored_hardness(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _is_current(stored: Optional[dict], clips: int) -> bool:
+    """Whether a hardness.json's content is in this format and measured on ``clips`` clips."""
+    return stored is not None and stored.get("format") == HARDNESS_FORMAT and stored.get("clips") == clips
+
+
 def _cannot_measure(path: Path, stored: Optional[dict], clips: int, checkpoint: Path) -> ValueError:
     measured = f"on {stored['clips']} clips" if stored and "clips" in stored else "in an older format"
     return ValueError(f"{path} was measured {measured}, and {checkpoint}, needed to measure it on {clips}, is "
@@ -175,7 +180,7 @@ def _hardness_file(path: Path, clips: int, compute, checkpoint: Optional[Path] =
     and takes "uniform" from ``geometry``, if its window counts show the same clip count.
     """
     stored = _stored_hardness(path)
-    if stored is not None and stored.get("format") == HARDNESS_FORMAT and stored.get("clips") == clips:
+    if _is_current(stored, clips):
         return stored["sites"]
     old = stored if stored is not None and "format" not in stored else None
     if (checkpoint is not None and not checkpoint.is_file() and old is not None and geometry is not None
@@ -195,6 +200,11 @@ def _check_folder_config(folder: Path, config: DictConfig) -> None:
     (written when absent), so a folder made with other settings is an error, never mixed in."""
     check_folder_config(folder, config, verb="made")
     (folder / "config.yaml").write_text(OmegaConf.to_yaml(config))
+
+
+def _finetune_name(model: str, seed: int, epochs: int, pool: str) -> str:
+    """The run folder of a fine-tune of ``model``'s max run ``seed`` for ``epochs`` epochs with ``pool``."""
+    return f"{run_name(model, 'max', seed)}_ft{epochs}_{pool}"
 
 
 def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Sequence[str], ft_epochs: Sequence[int],
@@ -235,7 +245,7 @@ def swap_seed(config_path: str, out: Path, model: str, seed: int, overrides: Seq
 
     for epochs in ft_epochs:
         for pool in ("soft", "max"):
-            name = f"{run_name(model, 'max', seed)}_ft{epochs}_{pool}"
+            name = _finetune_name(model, seed, epochs, pool)
             config = study_config(config_path, out, name, [
                 *common, f"model.pool={pool}", f"model.pretrained={checkpoint.resolve()}", f"train.epochs={epochs}",
                 f"optim.lr={ft_lr}", "optim.warmup_epochs=0"])
@@ -375,9 +385,9 @@ def run_swap_study(config_path: str, out: Path, model: str = "r3d_10", seeds: Se
     # before anything is measured or written.
     for seed in seeds:
         for epochs in ft_epochs:
-            folder = out / f"{run_name(model, 'max', seed)}_ft{epochs}_soft"
+            folder = out / _finetune_name(model, seed, epochs, "soft")
             stored = _stored_hardness(folder / "hardness.json")
-            if (stored is not None and stored.get("format") == HARDNESS_FORMAT and stored.get("clips") != clips
+            if (stored is not None and stored.get("format") == HARDNESS_FORMAT and not _is_current(stored, clips)
                     and not (folder / "last.pt").is_file()):
                 raise _cannot_measure(folder / "hardness.json", stored, clips, folder / "last.pt")
     started = time.perf_counter()
